@@ -1,0 +1,32 @@
+# sailvl2 developer entry points. Every target sets up what it needs first.
+#   make demo   - chat about bundled images with the default model (CPU, offline)
+#   make test   - the whole test suite
+#   make bench  - benchmarks/inference.py (prints a table, writes benchmarks/results/inference.json)
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU torch first: a bare `torch` requirement can pull a multi-GB CUDA build. GPU users: install the
+# CUDA build of torch into $(VENV) yourself (or pass TORCH_SPEC=...) before `make setup`.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: setup
+	$(PY) -m sailvl2.demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/inference.py --json benchmarks/results/inference.json
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

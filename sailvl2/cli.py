@@ -1,0 +1,138 @@
+"""The `sailvl2` command.
+
+    sailvl2 chat --model DIR [--image PATH]... [--thinking] "question"   # streams the answer
+    sailvl2 chat --model DIR --image cat.png                               # interactive prompt
+    sailvl2 info DIR                                                       # architecture and sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import SailVL2Error
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sailvl2", description="Native SAIL-VL2: chat with and inspect models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    chat = commands.add_parser("chat", help="ask about images (streams the answer)")
+    chat.add_argument("question", nargs="?", help="the question; omit it for an interactive prompt")
+    chat.add_argument("--model", help="checkpoint directory (release layout); default: the built-in model")
+    chat.add_argument("--image", action="append", default=[], help="an image file (repeat for several)")
+    chat.add_argument("--thinking", action="store_true", help="ask for <think> reasoning and a \\boxed{} answer")
+    chat.add_argument("--max-new-tokens", type=int, default=512)
+    chat.add_argument("--max-num", type=int, default=None, help="max 448-px tiles per image")
+    chat.add_argument("--temperature", type=float, default=None, help="sample at this temperature (default greedy)")
+    chat.add_argument("--top-p", type=float, default=1.0)
+    chat.add_argument("--device", default=None)
+    chat.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16")
+
+    info = commands.add_parser("info", help="print architecture, parameter counts, dtype, tokens per tile")
+    info.add_argument("model", help="checkpoint directory")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from . import api
+
+    vlm = api.load(args.model, device=args.device, dtype=args.dtype)
+    generation = {"max_new_tokens": args.max_new_tokens, "max_num": args.max_num, "thinking": args.thinking}
+    if args.temperature is not None:
+        generation.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
+    images = list(args.image)
+
+    def answer(question: str, history: list[tuple[str, str]]) -> str:
+        pieces = []
+        for piece in vlm.chat(question, images=images or None, history=history, stream=True, **generation):
+            print(piece, end="", flush=True)
+            pieces.append(piece)
+        print()
+        return "".join(pieces)
+
+    if args.question is not None:
+        answer(args.question, [])
+        return 0
+    history: list[tuple[str, str]] = []
+    print("sailvl2 chat: type a question, an empty line or Ctrl-D to quit.", file=sys.stderr)
+    while True:
+        try:
+            question = input("you> ").strip()
+        except EOFError:
+            break
+        if not question:
+            break
+        reply = answer(question, history)
+        if not history and images and "<image>" not in question:
+            # The images stay attached to the first turn, as in the release's multi-turn chat().
+            question = "<image>\n" * len(images) + question
+        history.append((question, reply))
+    return 0
+
+
+def describe(directory: str | Path) -> dict:
+    """Architecture summary of a checkpoint, counted on the meta device (no weights are read)."""
+    import torch
+
+    from .configuration import SAILVLConfig
+    from .modeling import SAILVLModel
+    from .modeling.language import is_moe
+    from .modeling.weights import weight_files
+
+    config = SAILVLConfig.from_pretrained(directory)
+    with torch.device("meta"):
+        model = SAILVLModel(config)
+    counts = {
+        part: sum(p.numel() for p in getattr(model, part).parameters())
+        for part in ("vision_model", "mlp1", "language_model")
+    }
+    stored = sorted({p.name for p in weight_files(Path(directory)).values()})
+    llm = config.llm_config
+    vision = config.vision_config
+    return {
+        "path": str(directory),
+        "vision": f"SAIL-ViT {vision.hidden_size} wide x {vision.num_hidden_layers} layers, "
+        f"{vision.num_attention_heads} heads, {vision.image_size}px tiles, patch {vision.patch_size}",
+        "adapter": f"pixel shuffle {config.shuffle_factor}x{config.shuffle_factor} ({config.ps_version}) -> "
+        f"2-layer MLP {vision.hidden_size * config.shuffle_factor**2} -> {llm.hidden_size}",
+        "llm": f"{type(llm).__name__.removesuffix('Config')} {llm.hidden_size} wide x {llm.num_hidden_layers} "
+        f"layers, vocab {llm.vocab_size}" + (" (MoE)" if is_moe(llm) else ""),
+        "parameters": {**counts, "total": sum(counts.values())},
+        "stored_dtype": str(config.dtype).removeprefix("torch."),
+        "tokens_per_tile": config.tokens_per_tile,
+        "select_layer": config.select_layer,
+        "weight_files": stored,
+    }
+
+
+def _info(args: argparse.Namespace) -> int:
+    summary = describe(args.model)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    for key, value in summary.items():
+        if key == "parameters":
+            print("parameters:")
+            for part, count in value.items():
+                print(f"  {part:<15} {count:>15,}")
+        else:
+            print(f"{key}: {value}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _chat(args) if args.command == "chat" else _info(args)
+    except SailVL2Error as err:
+        print(f"sailvl2: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
