@@ -207,7 +207,11 @@ class SAILVL2:
         )
 
     def _decode(self, ids: list[int]) -> str:
-        return self.processor.tokenizer.decode(ids, skip_special_tokens=True)
+        # Keep special tokens: `<ref>`/`<box>` (grounding) are special in the release tokenizer and
+        # `skip_special_tokens=True` would erase them. Cut at the end-of-turn token instead, as the release
+        # README does (`response.split('<|im_end|>')[0]`), and drop padding.
+        text = self.processor.tokenizer.decode(ids, skip_special_tokens=False)
+        return text.split("<|im_end|>")[0].replace("<|endoftext|>", "")
 
     def _stream_text(self, steps: Iterator[torch.Tensor]) -> Iterator[str]:
         ids: list[int] = []

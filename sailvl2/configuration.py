@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
@@ -175,22 +176,31 @@ class SAILVLConfig(PreTrainedConfig):
             if not isinstance(config_dict.get(key), dict):
                 raise ConfigError(f"{file} is missing the {key!r} section")
         kwargs = {k: v for k, v in kwargs.items() if k not in _HUB_KWARGS}
-        return_unused = kwargs.pop("return_unused_kwargs", False)
-        config_dict.update(kwargs)
-        config = cls.from_dict(config_dict)
+        result = cls.from_dict(config_dict, **kwargs)
+        config = result[0] if isinstance(result, tuple) else result
         config._name_or_path = str(path)
-        return (config, {}) if return_unused else config
+        return result
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> "SAILVLConfig":
-        kwargs.pop("return_unused_kwargs", None)
-        merged = {**copy.deepcopy(config_dict), **kwargs}
+        """Build from a dict; like transformers, extra `kwargs` that name config attributes override them and
+        the others are handed back when `return_unused_kwargs=True` (AutoConfig relies on this)."""
+        return_unused = kwargs.pop("return_unused_kwargs", False)
         try:
-            return cls(**merged)
+            config = cls(**copy.deepcopy(config_dict))
         except ConfigError:
             raise
         except (TypeError, ValueError, KeyError) as err:
             raise ConfigError(f"invalid SAIL-VL2 config: {err}") from err
+        unused = {}
+        for key, value in kwargs.items():
+            if key in ("dtype", "torch_dtype") and value is not None and value != "auto":
+                config.dtype = getattr(torch, value.removeprefix("torch.")) if isinstance(value, str) else value
+            elif hasattr(config, key) and not key.startswith("_"):
+                setattr(config, key, value)
+            else:
+                unused[key] = value
+        return (config, unused) if return_unused else config
 
     def llm_build_config(self) -> PreTrainedConfig:
         """The LLM config the language model is built from.
