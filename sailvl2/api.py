@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from .answers import GroundedBox, draw_boxes, parse_grounding, parse_thinking_answer
 from .errors import ConfigError, InputError
@@ -158,10 +159,12 @@ class SAILVL2:
         max_new_tokens: int = 512,
         max_num: int | None = None,
         batch_size: int = 8,
+        progress: bool | None = None,
         **generation: Any,
     ) -> list[ChatResponse]:
         """Answer many questions, `batch_size` at a time (left-padded batches; same greedy answers as
-        one-by-one). `images[i]` belongs to `questions[i]`: None, one image, or a list."""
+        one-by-one). `images[i]` belongs to `questions[i]`: None, one image, or a list. `progress`: a progress
+        bar over batches (default: on when there is more than one batch)."""
         if isinstance(questions, str):
             raise InputError("batch_chat takes a list of questions; use chat() for one")
         if images is not None and len(images) != len(questions):
@@ -171,7 +174,9 @@ class SAILVL2:
         per_row = [self._conversation(q, images[i] if images else None, thinking, system, None)
                    for i, q in enumerate(questions)]
         responses: list[ChatResponse] = []
-        for start in range(0, len(per_row), batch_size):
+        starts = range(0, len(per_row), batch_size)
+        show = len(starts) > 1 if progress is None else progress
+        for start in tqdm(starts, desc="batch_chat", unit="batch", disable=not show):
             chunk = per_row[start : start + batch_size]
             inputs = self.processor(
                 images=[image_list for _, image_list in chunk], text=[prompt for prompt, _ in chunk],

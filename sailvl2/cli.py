@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import SailVL2Error
+from .errors import CheckpointError, SailVL2Error
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,7 +91,10 @@ def describe(directory: str | Path) -> dict:
         part: sum(p.numel() for p in getattr(model, part).parameters())
         for part in ("vision_model", "mlp1", "language_model")
     }
-    stored = sorted({p.name for p in weight_files(Path(directory)).values()})
+    try:
+        stored = sorted({p.name for p in weight_files(Path(directory)).values()})
+    except CheckpointError as err:  # a config-only folder (e.g. the release's data files) is still described
+        stored = [f"(none: {err})"]
     llm = config.llm_config
     vision = config.vision_config
     return {
