@@ -21,9 +21,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .answers import GroundedBox, draw_boxes, parse_grounding, parse_thinking_answer
-from .errors import ConfigError, InputError
+from .errors import InputError
 from .generation import SamplingSettings, stream_tokens
 from .modeling import SAILVLModel
+from .modeling.sailvl import parse_dtype
 from .processing import SAILVLProcessor
 from .processing.images import load_image
 
@@ -75,11 +76,7 @@ def load(
 
         path = default_model_dir()
     device = torch.device(device) if device is not None else default_device()
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype.removeprefix("torch."), None)
-        if not isinstance(dtype, torch.dtype):
-            raise ConfigError(f"unknown dtype {dtype!r}")
-    dtype = dtype or default_dtype(device)
+    dtype = parse_dtype(dtype) or default_dtype(device)
     model = SAILVLModel.from_pretrained(path, dtype=dtype, device=device)
     processor = SAILVLProcessor.from_pretrained(path)
     return SAILVL2(model, processor)

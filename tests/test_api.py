@@ -166,3 +166,18 @@ def test_cli_chat_streams_the_answer(capsys):
 def test_cli_reports_errors_cleanly(capsys, tmp_path):
     assert cli_main(["chat", "--model", str(tmp_path), "hello"]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_load_rejects_an_unknown_dtype():
+    with pytest.raises(sailvl2.InputError, match="float99"):
+        sailvl2.load(GOLDEN_CKPT, device="cpu", dtype="float99")
+
+
+def test_cli_interactive_chat_keeps_history(monkeypatch, capsys):
+    answers = iter(["Describe the image.", "And the colours?", ""])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    code = cli_main(["chat", "--model", str(GOLDEN_CKPT), "--image", str(GOLDEN_IMAGES / "img_448x448.png"),
+                     "--max-new-tokens", "3"])
+    assert code == 0
+    out = capsys.readouterr()
+    assert len([line for line in out.out.splitlines() if line.strip()]) == 2  # one answer per question

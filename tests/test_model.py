@@ -14,6 +14,7 @@ from sailvl2 import CheckpointError, ConfigError, ContextLengthError, ImagePlace
 from sailvl2.configuration import SAILVLConfig
 from sailvl2.modeling import SAILVLModel
 from sailvl2.modeling.projector import pixel_shuffle
+from sailvl2.modeling.weights import to_release_key
 
 from .conftest import GOLDEN_CASES, GOLDEN_CKPT, RELEASE_DIR, load_case
 
@@ -79,7 +80,8 @@ def test_release_key_set_on_meta_device():
     with torch.device("meta"):
         model = SAILVLModel(config)
     index = json.loads((RELEASE_DIR / "model.safetensors.index.json").read_text())
-    assert set(model.state_dict()) == set(index["weight_map"])
+    # The names save_pretrained writes (through the explicit key map) are the release's names.
+    assert {to_release_key(name) for name in model.state_dict()} == set(index["weight_map"])
     # Sizes agree too: bf16 bytes of every tensor add up to the index's total_size.
     assert sum(t.numel() * 2 for t in model.state_dict().values()) == index["metadata"]["total_size"]
 
@@ -245,3 +247,24 @@ def test_every_golden_case_has_consistent_ids():
         case, _ = load_case(name)
         assert case["num_img_context_tokens"] == 256 * sum(case["num_patches_list"])
         assert np.sum(np.array(case["input_ids"]) == 151671) == case["num_img_context_tokens"]
+
+
+def test_other_tile_sizes_interpolate_positions(golden_model):
+    """AnyRes-ready: a 224-px input (16x16 patches) runs with resized position embeddings and gives
+    (16/2)^2 = 64 tokens; the trained 32x32 grid uses the table unchanged."""
+    pre = golden_model.vision_model.preprocessor
+    assert pre.position_embedding((32, 32)) is pre.pos_embed
+    assert pre.position_embedding((16, 24)).shape == (1, 16 * 24, pre.pos_embed.shape[-1])
+    with torch.no_grad():
+        features = golden_model.get_image_features(torch.zeros(2, 3, 224, 224))
+    assert features.shape == (2, 64, golden_model.config.llm_config.hidden_size)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_matches_cpu_top1():
+    case, _ = load_case("text_only")
+    ids = torch.tensor([case["input_ids"]])
+    model = SAILVLModel.from_pretrained(GOLDEN_CKPT, dtype=torch.bfloat16, device="cuda")
+    out = model.generate(ids.cuda(), max_new_tokens=4, eos_token_id=None)
+    assert out.device.type == "cuda"
+    assert out[0, 0].item() == case["generated_ids"][0]

@@ -172,11 +172,7 @@ class SAILVLModel(PreTrainedModel):
             config = SAILVLConfig.from_pretrained(directory)
         if dtype == "auto":
             dtype = config.dtype or torch.float32
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype.removeprefix("torch."), None)
-            if not isinstance(dtype, torch.dtype):
-                raise InputError(f"unknown dtype {kwargs.get('dtype')!r}")
-        dtype = dtype or torch.float32
+        dtype = parse_dtype(dtype) or torch.float32
         device = torch.device(device) if device is not None else torch.device("cpu")
         files = weight_files(directory)
 
@@ -225,6 +221,16 @@ class SAILVLModel(PreTrainedModel):
         save_state_dict(state, directory, max_shard_size=max_shard_size)
         self.config.dtype = next(self.parameters()).dtype
         self.config.save_pretrained(directory)
+
+
+def parse_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
+    """`torch.bfloat16`, "bfloat16" or "torch.bfloat16" -> torch.bfloat16; None stays None."""
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    parsed = getattr(torch, str(value).removeprefix("torch."), None)
+    if not isinstance(parsed, torch.dtype):
+        raise InputError(f"unknown dtype {value!r} (use e.g. 'float32', 'bfloat16', 'float16')")
+    return parsed
 
 
 @contextlib.contextmanager
