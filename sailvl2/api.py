@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from .answers import GroundedBox, draw_boxes, parse_grounding, parse_thinking_answer
 from .errors import InputError
 from .generation import SamplingSettings, stream_tokens
+from .generation.generate import DEFAULT_STOP, resolve_stop_ids
 from .modeling import SAILVLModel
 from .modeling.sailvl import parse_dtype
 from .processing import SAILVLProcessor
@@ -180,7 +181,7 @@ class SAILVL2:
                 max_num=max_num, return_tensors="pt",
             )
             rows: list[list[int]] = [[] for _ in chunk]
-            stop_ids = set(_stop_ids(self.model, generation))
+            stop_ids = set(resolve_stop_ids(self.model, generation.get("eos_token_id", DEFAULT_STOP)))
             done = [False] * len(chunk)
             for tokens in self._steps(inputs, max_new_tokens, generation):
                 for row, token in enumerate(tokens.tolist()):
@@ -194,7 +195,8 @@ class SAILVL2:
     def _steps(self, inputs: Any, max_new_tokens: int, generation: dict[str, Any]) -> Iterator[torch.Tensor]:
         generation = dict(generation)
         seed = generation.pop("seed", None)
-        eos = generation.pop("eos_token_id", None)
+        # eos_token_id=None means "never stop early" (as in generate), so absence needs its own marker.
+        eos = generation.pop("eos_token_id", DEFAULT_STOP)
         sampling = SamplingSettings(**generation)
         generator = None
         if seed is not None:
@@ -202,10 +204,9 @@ class SAILVL2:
         pixel_values = inputs.get("pixel_values")
         if pixel_values is not None:
             pixel_values = pixel_values.to(self.device, self.model.vision_model.dtype)
-        kwargs = {"eos_token_id": eos} if eos is not None else {}
         return stream_tokens(
             self.model, inputs["input_ids"], inputs["attention_mask"], pixel_values,
-            max_new_tokens=max_new_tokens, sampling=sampling, generator=generator, **kwargs,
+            max_new_tokens=max_new_tokens, sampling=sampling, eos_token_id=eos, generator=generator,
         )
 
     def _decode(self, ids: list[int]) -> str:
@@ -244,13 +245,6 @@ class SAILVL2:
             boxes=parse_grounding(parsed.answer, image_size=size),
             num_generated_tokens=len(ids),
         )
-
-
-def _stop_ids(model: SAILVLModel, generation: dict[str, Any]) -> list[int]:
-    eos = generation.get("eos_token_id", model.config.llm_config.eos_token_id)
-    if eos is None:
-        return []
-    return [eos] if isinstance(eos, int) else list(eos)
 
 
 def _as_image_list(images: Any) -> list[Any]:

@@ -219,7 +219,7 @@ _HUB_KWARGS = frozenset(
     {
         "trust_remote_code", "cache_dir", "force_download", "proxies", "token", "revision", "local_files_only",
         "subfolder", "_from_auto", "_from_pipeline", "code_revision", "resume_download", "use_auth_token",
-        "_commit_hash", "adapter_kwargs", "local_files_only",
+        "_commit_hash", "adapter_kwargs",
     }
 )
 

@@ -181,3 +181,14 @@ def test_cli_interactive_chat_keeps_history(monkeypatch, capsys):
     assert code == 0
     out = capsys.readouterr()
     assert len([line for line in out.out.splitlines() if line.strip()]) == 2  # one answer per question
+
+
+def test_eos_none_disables_stopping_and_default_stops(vlm):
+    case, _ = load_case("text_only")
+    stop_at = case["generated_ids"][2]
+    stopped = vlm.chat(case["question"], max_new_tokens=16, eos_token_id=stop_at)
+    assert stopped.num_generated_tokens == 3
+    endless = vlm.batch_chat([case["question"]], max_new_tokens=16, eos_token_id=None)[0]
+    assert endless.num_generated_tokens == 16
+    early = vlm.batch_chat([case["question"]], max_new_tokens=16, eos_token_id=stop_at)[0]
+    assert early.num_generated_tokens == 3

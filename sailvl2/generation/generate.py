@@ -17,14 +17,15 @@ from transformers import DynamicCache
 from ..errors import ContextLengthError, InputError
 from .sampling import SamplingSettings, select_next_tokens
 
-_DEFAULT = object()
+# Marker for "the model's own end-of-turn id"; None means never stop early.
+DEFAULT_STOP: Any = object()
 # Keys the processor returns that generation does not need, and transformers generate() arguments that are
 # harmless here; anything else unknown is an error rather than silently ignored.
 _IGNORED_KWARGS = frozenset({"image_num_tiles", "token_type_ids", "use_cache", "return_dict_in_generate"})
 
 
-def _resolve_stop_ids(model: Any, eos_token_id: Any) -> list[int]:
-    if eos_token_id is _DEFAULT:
+def resolve_stop_ids(model: Any, eos_token_id: Any) -> list[int]:
+    if eos_token_id is DEFAULT_STOP:
         eos_token_id = model.config.llm_config.eos_token_id
     if eos_token_id is None:
         return []
@@ -55,7 +56,7 @@ def stream_tokens(
     pixel_values: torch.Tensor | None = None,
     max_new_tokens: int = 512,
     sampling: SamplingSettings = SamplingSettings(),
-    eos_token_id: Any = _DEFAULT,
+    eos_token_id: Any = DEFAULT_STOP,
     pad_token_id: int | None = None,
     generator: torch.Generator | None = None,
 ) -> Iterator[torch.Tensor]:
@@ -74,7 +75,7 @@ def stream_tokens(
         )
     if context is not None:
         max_new_tokens = min(max_new_tokens, context - longest)
-    stop_ids = torch.tensor(_resolve_stop_ids(model, eos_token_id), device=input_ids.device, dtype=torch.long)
+    stop_ids = torch.tensor(resolve_stop_ids(model, eos_token_id), device=input_ids.device, dtype=torch.long)
     if pad_token_id is None:
         pad_token_id = getattr(llm_config, "pad_token_id", None)
         pad_token_id = pad_token_id if pad_token_id is not None else (int(stop_ids[0]) if len(stop_ids) else 0)
@@ -133,7 +134,7 @@ def generate(
     top_p: float = 1.0,
     top_k: int = 0,
     repetition_penalty: float = 1.0,
-    eos_token_id: int | Sequence[int] | None = _DEFAULT,  # type: ignore[assignment]
+    eos_token_id: int | Sequence[int] | None = DEFAULT_STOP,  # type: ignore[assignment]
     pad_token_id: int | None = None,
     generator: torch.Generator | None = None,
     streamer: Any = None,
