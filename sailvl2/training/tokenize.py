@@ -1,0 +1,167 @@
+"""Conversations -> (input_ids, labels, pixel_values) with loss on assistant turns only.
+
+The prompt text comes from the processor's `build_prompt` (the release's `chat()` format), never from a
+second copy of the format here. Assistant spans are found as the difference between prompt prefixes:
+`build_prompt(turns[:i], add_generation_prompt=True)` ends right where assistant turn i's content starts,
+and `build_prompt(turns[:i+1])` ends right after its `<|im_end|>`. Tokens whose text starts inside a span
+get labels; the `<|im_end|>` closing the turn is trained too, so the model learns to stop.
+
+Think-Fusion masking (PAPER.md 8.4): a `cot` sample trains on `<think>...</think>` plus the answer; a
+`direct` sample trains on the answer only, so a thinking block inside a direct sample's reply (for example
+an empty `<think></think>` as Qwen3 writes in non-thinking mode) is masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import ImagePlaceholderError, InputError
+from ..processing import SAILVLProcessor, build_prompt, preprocess_images
+from ..processing.prompt import IMAGE_PLACEHOLDER
+
+IGNORE_INDEX = -100
+THINK_END = "</think>"
+_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+@dataclass
+class EncodedSample:
+    """One tokenised training sample."""
+
+    input_ids: torch.Tensor  # [length] long
+    labels: torch.Tensor  # [length] long, IGNORE_INDEX where no loss
+    pixel_values: torch.Tensor | None  # [num_tiles, 3, S, S] or None
+    image_num_tiles: list[int] = field(default_factory=list)
+    sample_id: str = ""
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def num_tiles(self) -> int:
+        return sum(self.image_num_tiles)
+
+    @property
+    def num_loss_tokens(self) -> int:
+        return int((self.labels != IGNORE_INDEX).sum())
+
+
+def normalize_turns(conversations: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Accept `{"from": "human"|"gpt", "value": ...}` or `{"role": ..., "content": ...}` turns."""
+    turns = []
+    for index, turn in enumerate(conversations):
+        role = turn.get("from", turn.get("role"))
+        text = turn.get("value", turn.get("content"))
+        if role not in _ROLES or not isinstance(text, str):
+            raise InputError(f"turn {index} must have a role in {sorted(_ROLES)} and a text, got {dict(turn)!r}")
+        turns.append({"role": _ROLES[role], "content": text})
+    return turns
+
+
+class ConversationEncoder:
+    """Tokenises conversations with the processor's prompt format and tile maths."""
+
+    def __init__(self, processor: SAILVLProcessor, max_num: int | None = None, total_max_num: int = 64) -> None:
+        self.processor = processor
+        self.max_num = max_num
+        self.total_max_num = total_max_num
+
+    def encode(
+        self,
+        conversations: Sequence[Mapping[str, Any]],
+        images: Sequence[Any] = (),
+        kind: str = "direct",
+        system: str | None = None,
+        max_num: int | None = None,
+        sample_id: str = "",
+    ) -> EncodedSample:
+        if kind not in ("direct", "cot"):
+            raise InputError(f"kind must be 'direct' or 'cot', got {kind!r}")
+        turns = normalize_turns(conversations)
+        if turns and turns[0]["role"] == "system":
+            system = turns.pop(0)["content"] if system is None else system
+        if not turns or turns[-1]["role"] != "assistant":
+            raise InputError(f"sample {sample_id!r}: the last turn must be the assistant's")
+        images = list(images)
+        turns = _place_images(turns, len(images), sample_id)
+
+        budget = self.max_num if max_num is None else max_num
+        if images:
+            budget = min(budget or self.processor.image_config.max_num, max(1, self.total_max_num // len(images)))
+            pixel_values, tiles = preprocess_images(images, self.processor.image_config, max_num=budget)
+        else:
+            pixel_values, tiles = None, []
+
+        segments = self._segments(turns, system, kind)
+        texts, trained = [], []
+        tile_iter = iter(tiles)
+        for text, is_label in segments:
+            count = text.count(IMAGE_PLACEHOLDER)
+            if count and is_label:
+                raise ImagePlaceholderError(f"sample {sample_id!r}: '<image>' inside an assistant reply")
+            if count:
+                text = self.processor.expand_prompt(text, [next(tile_iter) for _ in range(count)])
+            texts.append(text)
+            trained.append(is_label)
+        input_ids, labels = self._tokenize(texts, trained)
+        return EncodedSample(input_ids, labels, pixel_values, list(tiles), str(sample_id))
+
+    def _segments(self, turns: list[dict[str, str]], system: str | None, kind: str) -> list[tuple[str, bool]]:
+        """Split the full prompt into (text, trained) pieces using prompt prefixes."""
+        full = build_prompt(turns, add_generation_prompt=False, system=system)
+        segments: list[tuple[str, bool]] = []
+        cursor = 0
+        for index, turn in enumerate(turns):
+            if turn["role"] != "assistant":
+                continue
+            start = len(build_prompt(turns[:index], add_generation_prompt=True, system=system))
+            end = len(build_prompt(turns[: index + 1], add_generation_prompt=False, system=system))
+            if not full.startswith(build_prompt(turns[: index + 1], add_generation_prompt=False, system=system)):
+                raise InputError("the prompt format is not prefix-stable; cannot locate assistant turns")
+            reply = full[start:end]
+            if kind == "direct" and THINK_END in reply:
+                # Direct samples train on the answer only (Think-Fusion, PAPER.md 8.4).
+                cut = reply.rindex(THINK_END) + len(THINK_END)
+                start += cut
+            segments += [(full[cursor:start], False), (full[start:end], True)]
+            cursor = end
+        if cursor < len(full):
+            segments.append((full[cursor:], False))
+        return [(text, trained) for text, trained in segments if text]
+
+    def _tokenize(self, texts: list[str], trained: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+        joined = "".join(texts)
+        encoding = self.processor.tokenizer(joined, add_special_tokens=False, return_offsets_mapping=True)
+        bounds, position = [], 0
+        for text, is_label in zip(texts, trained):
+            if is_label:
+                bounds.append((position, position + len(text)))
+            position += len(text)
+        ids = torch.tensor(encoding["input_ids"], dtype=torch.long)
+        labels = torch.full_like(ids, IGNORE_INDEX)
+        starts = torch.tensor([start for start, _ in encoding["offset_mapping"]])
+        for low, high in bounds:
+            inside = (starts >= low) & (starts < high)
+            labels[inside] = ids[inside]
+        return ids, labels
+
+
+def _place_images(turns: list[dict[str, str]], num_images: int, sample_id: str) -> list[dict[str, str]]:
+    """Check placeholders against images; with none written, put them before the first user text, as the
+    release's chat() does."""
+    placed = sum(turn["content"].count(IMAGE_PLACEHOLDER) for turn in turns if turn["role"] == "user")
+    if placed == 0 and num_images:
+        turns = [dict(turn) for turn in turns]
+        first_user = next(i for i, turn in enumerate(turns) if turn["role"] == "user")
+        turns[first_user]["content"] = (IMAGE_PLACEHOLDER + "\n") * num_images + turns[first_user]["content"]
+        return turns
+    if placed != num_images:
+        raise ImagePlaceholderError(
+            f"sample {sample_id!r} has {placed} '<image>' placeholder(s) but {num_images} image(s)"
+        )
+    return turns
