@@ -3,6 +3,8 @@
     sailvl2 chat --model DIR [--image PATH]... [--thinking] "question"   # streams the answer
     sailvl2 chat --model DIR --image cat.png                               # interactive prompt
     sailvl2 info DIR                                                       # architecture and sizes
+    sailvl2 train RECIPE [key=value ...]                                   # train (also under torchrun)
+    sailvl2 soup CKPT... --out DIR [--weights W...]                        # weighted average of checkpoints
 """
 
 from __future__ import annotations
@@ -35,6 +37,19 @@ def _parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="print architecture, parameter counts, dtype, tokens per tile")
     info.add_argument("model", help="checkpoint directory")
     info.add_argument("--json", action="store_true", help="print JSON")
+
+    train = commands.add_parser("train", help="train with a recipe (also under torchrun)")
+    train.add_argument("recipe", help="a recipe YAML, or the name of a shipped one (e.g. debug)")
+    train.add_argument("overrides", nargs="*", help="key=value settings, e.g. max_steps=100 optim.lr.llm=1e-5")
+    train.add_argument("--no-resume", action="store_true", help="start over even if the run has checkpoints")
+    train.add_argument("--device", default=None)
+
+    soup = commands.add_parser("soup", help="average homogeneous checkpoints into one (model soup)")
+    soup.add_argument("checkpoints", nargs="+", help="checkpoint directories with identical architectures")
+    soup.add_argument("--out", required=True, help="new output directory (must not exist or be empty)")
+    soup.add_argument("--weights", nargs="+", type=float, default=None, help="one weight per checkpoint")
+    soup.add_argument("--dtype", default=None, help="output dtype (default: as stored)")
+    soup.add_argument("--max-shard-size", default="5GB")
     return parser
 
 
@@ -128,9 +143,32 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _soup(args: argparse.Namespace) -> int:
+    from .training.soup import soup
+
+    out = soup(args.checkpoints, args.out, weights=args.weights, dtype=args.dtype, max_shard_size=args.max_shard_size)
+    print(f"wrote the soup of {len(args.checkpoints)} checkpoints to {out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .training.recipe import load_recipe
+    from .training.trainer import Trainer
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    result = Trainer(recipe, device=args.device, resume=not args.no_resume).run()
+    if result.final_dir is not None:
+        print(f"final model (release layout): {result.final_dir}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "soup":
+            return _soup(args)
+        if args.command == "train":
+            return _train(args)
         return _chat(args) if args.command == "chat" else _info(args)
     except SailVL2Error as err:
         print(f"sailvl2: error: {err}", file=sys.stderr)

@@ -23,6 +23,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from ..configuration import SAILVLConfig
 from ..errors import CheckpointError, ImagePlaceholderError, InputError
 from .language import build_language_model
+from .loss import weighted_lm_loss
 from .projector import SAILVLProjector, pixel_shuffle
 from .vision import SAILViTModel
 from .weights import from_release_key, iter_tensors, save_state_dict, to_release_key, weight_files
@@ -109,13 +110,28 @@ class SAILVLModel(PreTrainedModel):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         image_num_tiles: torch.Tensor | None = None,
+        loss_weights: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
-        """Causal-LM forward over text and images. `labels` (-100 = ignored) give the mean token loss."""
+        """Causal-LM forward over text and images. `labels` (-100 = ignored) give the mean token loss.
+
+        With `loss_weights` (per-token weights aligned with `labels`), the loss is the weighted sum of
+        token losses computed in chunks over labelled positions only, and no logits are returned: the
+        training path for packed rows (restarting `position_ids`, no attention mask). It runs inside this
+        forward so FSDP2 gathers the root's parameters (embeddings, adapter, lm_head) around it.
+        """
         if inputs_embeds is None:
             if input_ids is None:
                 raise InputError("forward needs input_ids or inputs_embeds")
             inputs_embeds = self.embed_inputs(input_ids, pixel_values)
+        if loss_weights is not None:
+            if labels is None:
+                raise InputError("loss_weights needs labels")
+            hidden = self.language_model.model(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                use_cache=False,
+            ).last_hidden_state
+            return CausalLMOutputWithPast(loss=weighted_lm_loss(hidden, self.language_model.lm_head, labels, loss_weights))
         outputs = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,

@@ -18,7 +18,7 @@ batches give the same loss.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -82,9 +82,8 @@ def fit_to_length(sample: EncodedSample, config: PackingConfig, image_token_id: 
     if last_image > config.max_seq_len:
         return None  # cutting would split an image
     keep = config.max_seq_len
-    return EncodedSample(
-        sample.input_ids[:keep], sample.labels[:keep], sample.pixel_values, sample.image_num_tiles, sample.sample_id
-    )
+    return EncodedSample(sample.input_ids[:keep], sample.labels[:keep], sample.pixel_values,
+                         sample.image_num_tiles, sample.sample_id, sample.source)
 
 
 def pack_row(samples: list[EncodedSample], pad_token_id: int, pad_to: int | None = None) -> PackedBatch:
@@ -154,6 +153,7 @@ class StreamPacker:
         self.pad_token_id = pad_token_id
         self.num_ranks = num_ranks
         self.stats = PackingStats()
+        self.buffer: list[EncodedSample] = []
 
     def _admit(self, sample: EncodedSample) -> EncodedSample | None:
         fitted = fit_to_length(sample, self.config, self.image_token_id)
@@ -163,31 +163,32 @@ class StreamPacker:
             self.stats.truncated += 1
         return fitted
 
+    def next_step(self, pull: Callable[[], EncodedSample | None], pad_to_max: bool = False) -> list[PackedBatch]:
+        """Refill the buffer from `pull` (None = no more data) and return up to `num_ranks` packed rows
+        (an empty list when both the buffer and the source are empty). `self.buffer` holds what is left
+        for later steps; checkpoints save it so a resumed run packs exactly the same rows."""
+        while len(self.buffer) < self.config.buffer_size:
+            sample = pull()
+            if sample is None:
+                break
+            fitted = self._admit(sample)
+            if fitted is not None:
+                self.buffer.append(fitted)
+        if not self.buffer:
+            return []
+        rows = []
+        for members in self._fill_bins(self.buffer):
+            row = pack_row(members, self.pad_token_id, self.config.max_seq_len if pad_to_max else None)
+            self.stats.samples += len(members)
+            self.stats.real_tokens += row.num_real_tokens
+            self.stats.slot_tokens += self.config.max_seq_len
+            rows.append(row)
+        return rows
+
     def steps(self, samples: Iterable[EncodedSample], pad_to_max: bool = False) -> Iterator[list[PackedBatch]]:
-        """Yield lists of `num_ranks` packed rows until `samples` is exhausted."""
+        """Yield lists of up to `num_ranks` packed rows until `samples` is exhausted."""
         source = iter(samples)
-        buffer: list[EncodedSample] = []
-        exhausted = False
-        while True:
-            while not exhausted and len(buffer) < self.config.buffer_size:
-                try:
-                    sample = next(source)
-                except StopIteration:
-                    exhausted = True
-                    break
-                fitted = self._admit(sample)
-                if fitted is not None:
-                    buffer.append(fitted)
-            if not buffer:
-                return
-            bins = self._fill_bins(buffer)
-            rows = []
-            for members in bins:
-                row = pack_row(members, self.pad_token_id, self.config.max_seq_len if pad_to_max else None)
-                self.stats.samples += len(members)
-                self.stats.real_tokens += row.num_real_tokens
-                self.stats.slot_tokens += self.config.max_seq_len
-                rows.append(row)
+        while rows := self.next_step(lambda: next(source, None), pad_to_max):
             yield rows
 
     def _fill_bins(self, buffer: list[EncodedSample]) -> list[list[EncodedSample]]:

@@ -37,6 +37,7 @@ class EncodedSample:
     pixel_values: torch.Tensor | None  # [num_tiles, 3, S, S] or None
     image_num_tiles: list[int] = field(default_factory=list)
     sample_id: str = ""
+    source: Any = None  # the record it came from (JSON-serialisable), kept so checkpoints can re-encode it
 
     @property
     def length(self) -> int:

@@ -1,0 +1,164 @@
+"""Recipes: one YAML file per training stage, read into typed dataclasses, with `key=value` overrides.
+
+    name: basic_pretrain
+    init: {checkpoint: path/to/model}           # or {vit_from: A, llm_from: B} or {random: tiny}
+    trainable: [adapter]                         # vit | adapter | llm; vit_last_n_blocks: 4
+    optim: {lr: {adapter: 2.0e-4}, weight_decay: 0.0, grad_clip: 1.0}
+    schedule: {kind: cosine, warmup_steps: 100, min_lr_ratio: 0.1}
+    packing: {max_seq_len: 8192, buffer_size: 64, overlong: truncate, loss_reduction: token}
+    data: {mixture: mixture.yaml}                # or {synthetic: {num_samples: 32}}
+    global_batch_rows: 8                         # packed rows per optimizer step, all ranks together
+    max_steps: 1000                              # or max_tokens: 1.0e9
+    adalrs: {enabled: true}                      # PAPER.md 7
+
+Every section has a dataclass with defaults; unknown keys are errors, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+from .packing import PackingConfig
+from .schedule import ScheduleConfig
+
+PARTS = ("vit", "adapter", "llm")
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    checkpoint: str | None = None  # a whole SAIL-VL2 checkpoint
+    vit_from: str | None = None  # SAIL-VL2 checkpoint whose vision_model to take
+    llm_from: str | None = None  # SAIL-VL2 checkpoint whose language_model to take
+    random: str | None = None  # "tiny": a random tiny model (debug recipe)
+    reset_adapter: bool = False  # re-initialise mlp1 randomly (basic pre-training, PAPER.md 5.1)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: dict[str, float] = field(default_factory=lambda: {"vit": 1e-5, "adapter": 1e-4, "llm": 1e-5})
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    mixture: str | None = None
+    synthetic: dict[str, Any] | None = None
+    max_num: int | None = None  # tiles per image (default: the processor's)
+    check_images: bool = False
+    error_budget: float = 0.01
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str = "unnamed"
+    stage: str = ""  # which paper stage this reproduces, for the logs
+    init: InitConfig = InitConfig()
+    trainable: tuple[str, ...] = PARTS
+    vit_last_n_blocks: int | None = None
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    packing: PackingConfig = PackingConfig()
+    data: DataConfig = DataConfig()
+    adalrs: dict[str, Any] | None = None
+    global_batch_rows: int = 1
+    max_steps: int | None = None
+    max_tokens: float | None = None
+    seed: int = 0
+    dtype: str = "float32"
+    gradient_checkpointing: bool = False
+    log_every: int = 1
+    save_every: int = 0  # 0: only at the end
+    keep_last: int = 2
+    output_dir: str = "runs/{name}"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.trainable) - set(PARTS)
+        if unknown or not self.trainable:
+            raise ConfigError(f"trainable must list some of {PARTS}, got {list(self.trainable)}")
+        if self.max_steps is None and self.max_tokens is None:
+            raise ConfigError("a recipe needs max_steps or max_tokens")
+        if self.global_batch_rows < 1:
+            raise ConfigError(f"global_batch_rows must be >= 1, got {self.global_batch_rows}")
+        missing = [part for part in self.trainable if part not in self.optim.lr]
+        if missing:
+            raise ConfigError(f"optim.lr has no learning rate for trainable part(s) {missing}")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir.format(name=self.name))
+
+
+_SECTIONS = {"init": InitConfig, "optim": OptimConfig, "schedule": ScheduleConfig, "packing": PackingConfig,
+             "data": DataConfig}
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from err
+
+
+def recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> Recipe:
+    values = dict(values)
+    for key, cls in _SECTIONS.items():
+        if key in values:
+            section = values[key] or {}
+            if not isinstance(section, dict):
+                raise ConfigError(f"{where}: {key} must be a mapping")
+            if key == "optim" and "betas" in section:
+                section = {**section, "betas": tuple(section["betas"])}
+            values[key] = _build(cls, section, f"{where}.{key}")
+    if "trainable" in values:
+        values["trainable"] = tuple(values["trainable"])
+    return _build(Recipe, values, where)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a recipe YAML (a path, or the name of a shipped recipe) and apply `key=value` overrides
+    (values parsed as YAML, dotted keys for sections: `optim.lr.llm=1e-5`)."""
+    file = Path(path)
+    if not file.is_file() and (RECIPE_DIR / f"{path}.yaml").is_file():
+        file = RECIPE_DIR / f"{path}.yaml"
+    if not file.is_file():
+        raise ConfigError(f"recipe {path} not found (a YAML file, or one of {sorted(p.stem for p in RECIPE_DIR.glob('*.yaml'))})")
+    try:
+        tree = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{file} is not valid YAML: {err}") from err
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    base = file.parent
+    # Paths inside a recipe are relative to the recipe file.
+    for section, key in (("init", "checkpoint"), ("init", "vit_from"), ("init", "llm_from"), ("data", "mixture")):
+        value = (tree.get(section) or {}).get(key)
+        if isinstance(value, str) and not Path(value).is_absolute() and (base / value).exists():
+            tree[section][key] = str(base / value)
+    return recipe_from_dict(tree, str(file))

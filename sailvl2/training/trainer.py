@@ -1,0 +1,263 @@
+"""The trainer: one loop for every stage of the ladder, driven by a recipe.
+
+    sailvl2 train debug                                   # shipped recipe name or a YAML path
+    sailvl2 train my.yaml max_steps=200 optim.lr.llm=1e-5 # key=value overrides
+    torchrun --nproc_per_node 2 -m sailvl2.cli train my.yaml
+
+Each optimizer step takes `global_batch_rows` packed rows from the stream packer (the same rows whatever
+the number of processes), deals them to the ranks balancing ViT tiles, and accumulates gradients; the loss
+weights are normalised over the whole global batch, so one process and N processes compute the same loss
+and gradients. Checkpoints hold the model, optimizer, step, data position (source cursor + packer buffer),
+RNG states and AdaLRS state, and a resumed run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ..data.errors import DataError
+from ..errors import SailVL2Error
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .loss import packed_loss
+from .metrics import MetricsLogger, format_summary
+from .mixture_source import MixtureSource, from_json, to_json
+from .packing import PackedBatch, StreamPacker, token_weights
+from .recipe import Recipe
+from .schedule import lr_multiplier
+from .setup import DistInfo, build_model, freeze_parts, init_distributed, param_groups, shard_model
+from .sources import SyntheticShapes
+from .tokenize import ConversationEncoder, EncodedSample
+
+logger = logging.getLogger(__name__)
+
+
+class DataPipeline:
+    """Records -> encoded samples -> packed rows, with an exact, checkpointable position."""
+
+    def __init__(self, recipe: Recipe, processor: Any, run_dir: Path, image_token_id: int, pad_id: int) -> None:
+        self.recipe = recipe
+        self.source = _build_source(recipe, run_dir)
+        self.encoder = ConversationEncoder(processor, max_num=recipe.data.max_num)
+        self.packer = StreamPacker(recipe.packing, image_token_id, pad_id, num_ranks=recipe.global_batch_rows)
+        self.skipped: Counter = Counter()
+        self.seen = 0
+
+    def _encode(self, record: dict[str, Any]) -> EncodedSample:
+        sample = self.encoder.encode(
+            record["conversations"], images=record.get("image") or [], kind=record.get("kind", "direct"),
+            system=record.get("system"), max_num=record.get("max_num"), sample_id=str(record.get("id", "")),
+        )
+        sample.source = record
+        return sample
+
+    def _pull(self) -> EncodedSample | None:
+        for record in self.source:
+            self.seen += 1
+            try:
+                return self._encode(record)
+            except SailVL2Error as err:
+                reason = type(err).__name__
+                self.skipped[reason] += 1
+                if self.skipped.total() <= 5:
+                    logger.warning("skipping sample %s: %s", record.get("id"), err)
+                budget = self.recipe.data.error_budget
+                if self.seen >= 100 and self.skipped.total() > budget * self.seen:
+                    raise DataError(f"{self.skipped.total()} of {self.seen} samples were bad (budget {budget:.1%}): "
+                                    f"{dict(self.skipped)}") from err
+        return None
+
+    def next_rows(self) -> list[PackedBatch]:
+        return self.packer.next_step(self._pull)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"source": self.source.state_dict(), "buffer": [to_json(s.source) for s in self.packer.buffer],
+                "skipped": dict(self.skipped), "seen": self.seen,
+                "truncated": self.packer.stats.truncated, "packing_skipped": dict(self.packer.stats.skipped)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.source.load_state_dict(state["source"])
+        self.packer.buffer = [self._encode(from_json(record)) for record in state["buffer"]]
+        self.skipped = Counter(state["skipped"])
+        self.seen = state["seen"]
+        self.packer.stats.truncated = state["truncated"]
+        self.packer.stats.skipped = Counter(state["packing_skipped"])
+
+
+def _build_source(recipe: Recipe, run_dir: Path) -> Any:
+    data = recipe.data
+    if data.synthetic is not None:
+        return SyntheticShapes(run_dir / "synthetic-images", seed=recipe.seed, **data.synthetic)
+    if data.mixture is not None:
+        return MixtureSource(data.mixture, seed=recipe.seed, check_images=data.check_images,
+                             error_budget=data.error_budget)
+    raise DataError("the recipe's data section needs `mixture` or `synthetic`")
+
+
+def deal_rows(rows: list[PackedBatch], world_size: int) -> list[list[PackedBatch]]:
+    """Rows -> per-rank lists of equal length (snake order over rows sorted by tiles: visual packing)."""
+    per_rank: list[list[PackedBatch]] = [[] for _ in range(world_size)]
+    ordered = sorted(rows, key=lambda row: (row.num_tiles, row.num_tokens), reverse=True)
+    for index, row in enumerate(ordered):
+        lap, offset = divmod(index, world_size)
+        per_rank[offset if lap % 2 == 0 else world_size - 1 - offset].append(row)
+    return per_rank
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    final_dir: Path | None
+    steps: int
+    losses: list[float]
+    summary: dict[str, Any]
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, device: str | torch.device | None = None, resume: bool = True) -> None:
+        self.recipe = recipe
+        self.info: DistInfo = init_distributed()
+        if device is None:
+            device = f"cuda:{self.info.local_rank}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.run_dir = recipe.run_dir
+        self.resume = resume
+        torch.manual_seed(recipe.seed)
+        self.model, self.processor = build_model(recipe, self.run_dir, self.info, self.device)
+        freeze_parts(self.model, recipe)
+        if self.info.world_size > 1:
+            shard_model(self.model, self.device)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, recipe), betas=recipe.optim.betas,
+                                           eps=recipe.optim.eps, foreach=False)
+        self.data = DataPipeline(recipe, self.processor, self.run_dir, self.model.config.image_token_id,
+                                 self.processor.pad_token_id)
+        self.total_steps = recipe.max_steps or math.ceil(
+            recipe.max_tokens / (recipe.global_batch_rows * recipe.packing.max_seq_len))
+        self.adalrs = None
+        if recipe.adalrs and recipe.adalrs.get("enabled", True):
+            from .adalrs import AdaLRS, AdaLRSConfig
+
+            self.adalrs = AdaLRS(AdaLRSConfig(**{k: v for k, v in recipe.adalrs.items() if k != "enabled"}),
+                                 self.total_steps)
+        self.snapshot = None
+
+    # ---- state ----
+    def _state(self, step: int, counters: dict[str, Any]) -> dict[str, Any]:
+        return {"data": self.data.state_dict(), "counters": counters, "recipe": self.recipe.name,
+                "adalrs": self.adalrs.state_dict() if self.adalrs else None}
+
+    def _save(self, step: int, counters: dict[str, Any]) -> Path:
+        return save_checkpoint(self.run_dir / "checkpoints", step, self.model, self.optimizer,
+                               self._state(step, counters), self.recipe.keep_last, self.info.is_main)
+
+    # ---- one optimizer step ----
+    def _step(self, rows: list[PackedBatch]) -> tuple[float, int]:
+        world = self.info.world_size
+        weights = token_weights(rows, self.recipe.packing.loss_reduction)
+        weight_of = {id(row): weight for row, weight in zip(rows, weights)}
+        mine = deal_rows(rows, world)
+        micro_steps = max(len(r) for r in mine)
+        local = torch.zeros((), dtype=torch.float64)
+        for micro in range(micro_steps):
+            if micro < len(mine[self.info.rank]):
+                row = mine[self.info.rank][micro]
+                weight = weight_of[id(row)]
+            else:  # this rank has no row left: a zero-weight step keeps the collectives in step
+                row = rows[0]
+                weight = torch.zeros_like(weight_of[id(row)])
+            # FSDP averages gradients over ranks; the weights already normalise over the global batch.
+            loss = packed_loss(self.model, row, weight) * world
+            loss.backward()
+            local += loss.detach().double().cpu() / world
+        if world > 1:
+            dist.all_reduce(local)
+        return float(local), sum(row.num_real_tokens for row in rows)
+
+    def run(self) -> TrainResult:
+        recipe, info = self.recipe, self.info
+        start_step, counters = 0, {"tokens": 0, "samples": 0, "train_seconds": 0.0}
+        checkpoint = latest_checkpoint(self.run_dir / "checkpoints") if self.resume else None
+        if checkpoint is not None:
+            record = load_checkpoint(checkpoint, self.model, self.optimizer)
+            start_step, counters = record["step"], record["counters"]
+            self.data.load_state_dict(record["data"])
+            if self.adalrs and record.get("adalrs"):
+                self.adalrs.load_state_dict(record["adalrs"])
+            if info.is_main:
+                logger.info("resumed from %s at step %d", checkpoint, start_step)
+        metrics = MetricsLogger(self.run_dir, self.total_steps, start_step, enabled=info.is_main)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        losses, step = [], start_step
+        for step in range(start_step, self.total_steps):
+            began = time.perf_counter()
+            rows = self.data.next_rows()
+            if not rows:
+                break
+            loss, tokens = self._step(rows)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, recipe.optim.grad_clip))
+            multiplier = lr_multiplier(recipe.schedule, step, self.total_steps)
+            scale = self.adalrs.scale if self.adalrs else 1.0
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["peak_lr"] * multiplier * scale
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self._adalrs_observe(step, loss)
+            elapsed = time.perf_counter() - began
+            counters["tokens"] += tokens
+            counters["samples"] += sum(len(row.sample_lengths) for row in rows)
+            counters["train_seconds"] += elapsed
+            losses.append(loss)
+            metrics.log({"step": step + 1, "loss": loss, "grad_norm": grad_norm,
+                         "lr": self.optimizer.param_groups[0]["lr"], "lr_scale": scale,
+                         "tokens_per_s": tokens / elapsed, "tiles": sum(row.num_tiles for row in rows),
+                         "packing_efficiency": sum(r.num_real_tokens for r in rows) / (len(rows) * recipe.packing.max_seq_len)})
+            done = recipe.max_tokens is not None and counters["tokens"] >= recipe.max_tokens
+            if recipe.save_every and (step + 1) % recipe.save_every == 0 and step + 1 < self.total_steps and not done:
+                self._save(step + 1, counters)
+            if done:
+                break
+        final_step = step + 1 if losses else start_step
+        self._save(final_step, counters)
+        final_dir = self.run_dir / "final"
+        if info.is_main:
+            # The final export is the last checkpoint's model (release layout) plus the processor files.
+            shutil.rmtree(final_dir, ignore_errors=True)
+            shutil.copytree(latest_checkpoint(self.run_dir / "checkpoints") / "model", final_dir)
+            self.processor.save_pretrained(final_dir)
+        metrics.close()
+        summary = {
+            "recipe": recipe.name, "steps": final_step, "tokens_seen": counters["tokens"],
+            "samples_seen": counters["samples"], "skipped_samples": dict(self.data.skipped),
+            "truncated_samples": self.data.packer.stats.truncated,
+            "skipped_by_packing": dict(self.data.packer.stats.skipped),
+            "packing_efficiency": self.data.packer.stats.efficiency, "train_seconds": counters["train_seconds"],
+            "final_loss": losses[-1] if losses else None,
+        }
+        if info.is_main:
+            metrics.plot(self.run_dir / "loss.png")
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            print(format_summary(summary))
+        return TrainResult(self.run_dir, final_dir if info.is_main else None, final_step, losses, summary)
+
+    def _adalrs_observe(self, step: int, loss: float) -> None:
+        if self.adalrs is None:
+            return
+        from .adalrs import restore_snapshot, take_snapshot
+
+        decision = self.adalrs.observe(step, loss)
+        if decision is None:
+            return
+        if decision.rollback and self.snapshot is not None:
+            restore_snapshot(self.snapshot, self.model, self.optimizer)
+        if decision.snapshot:
+            self.snapshot = take_snapshot(self.model, self.optimizer, None)

@@ -1,0 +1,158 @@
+"""The trainer on the debug recipe: outputs, frozen parts, exact resume after kill -9, torchrun == one
+process, overfitting, mixtures with bad data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from sailvl2.cli import main as cli_main
+from sailvl2.modeling import SAILVLModel
+from sailvl2.training.recipe import load_recipe
+from sailvl2.training.trainer import Trainer
+
+from .conftest import REPO_ROOT
+
+RUNNER = """
+import sys, torch
+torch.set_num_threads(1)
+from sailvl2.training.recipe import load_recipe
+from sailvl2.training.trainer import Trainer
+Trainer(load_recipe("debug", sys.argv[1:])).run()
+"""
+
+
+def _losses(run_dir: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "final" / "model.safetensors"))
+
+
+def _run(tmp_path: Path, *overrides: str):
+    torch.set_num_threads(1)
+    try:
+        return Trainer(load_recipe("debug", [f"output_dir={tmp_path}", *overrides])).run()
+    finally:
+        torch.set_num_threads(2)
+
+
+def test_debug_recipe_trains_and_writes_every_output(tmp_path, capsys):
+    result = _run(tmp_path / "run", "max_steps=6", "save_every=3")
+    run = tmp_path / "run"
+    assert len(_losses(run)) == 6 and result.losses[-1] < result.losses[0]
+    for name in ("loss.png", "summary.json", "tensorboard", "final/config.json", "final/tokenizer.json"):
+        assert (run / name).exists(), name
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000003", "step-00000006"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["tokens_seen"] > 0 and 0 < summary["packing_efficiency"] <= 1
+    assert "training summary" in capsys.readouterr().out
+    reloaded = SAILVLModel.from_pretrained(run / "final")  # the export is the release layout
+    assert set(reloaded.state_dict()) == set(_weights(run))
+
+
+def test_frozen_parts_stay_bit_identical_and_hold_no_optimizer_state(tmp_path):
+    _run(tmp_path / "run", "max_steps=3", "trainable=[adapter]", "save_every=0")
+    before = load_file(str(tmp_path / "run" / "init-random-tiny" / "model.safetensors"))
+    after = _weights(tmp_path / "run")
+    for key, tensor in before.items():
+        if key.startswith("mlp1."):
+            assert not torch.equal(tensor, after[key]), key
+        else:
+            assert torch.equal(tensor, after[key]), key
+    with safe_open(str(tmp_path / "run" / "checkpoints" / "step-00000003" / "optimizer.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and all(key.startswith("mlp1.") for key in keys)
+
+
+def test_kill_minus_nine_then_resume_is_bit_identical(tmp_path):
+    steps = ["max_steps=14", "save_every=3", "keep_last=2"]
+    _run(tmp_path / "straight", *steps)
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen([sys.executable, "-c", RUNNER, f"output_dir={killed}", *steps], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        done = len((killed / "metrics.jsonl").read_text().splitlines()) if (killed / "metrics.jsonl").exists() else 0
+        if done >= 7:  # past the step-6 checkpoint, before the end
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert process.wait(timeout=60) == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed / "final").exists()
+    _run(killed, *steps)  # resumes from the last complete checkpoint
+    straight, resumed = _weights(tmp_path / "straight"), _weights(killed)
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    assert _losses(killed) == _losses(tmp_path / "straight")
+
+
+def test_torchrun_two_processes_match_one_process(tmp_path):
+    single = tmp_path / "single"
+    _run(single, "max_steps=10", "save_every=0")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run([str(torchrun), "--nproc_per_node", "2", str(script), f"output_dir={tmp_path / 'ddp'}",
+                             "max_steps=10", "save_every=0"], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ones, twos = _losses(single), _losses(tmp_path / "ddp")
+    assert len(ones) == len(twos) == 10
+    assert max(abs(a - b) for a, b in zip(ones, twos)) <= 1e-4
+    first, second = _weights(single), _weights(tmp_path / "ddp")
+    assert max((first[k].float() - second[k].float()).abs().max().item() for k in first) <= 1e-5
+
+
+def test_debug_model_overfits_a_small_dataset(tmp_path):
+    result = _run(tmp_path / "run", "max_steps=90", "save_every=0", "data.synthetic.num_samples=4",
+                  "schedule.kind=constant", "optim.lr={vit: 2.0e-3, adapter: 2.0e-3, llm: 2.0e-3}")
+    assert result.losses[-1] < 0.05, result.losses[-10:]
+
+
+def test_mixture_with_bad_data_is_counted_and_trained(tmp_path):
+    images = tmp_path / "data"
+    images.mkdir()
+    Image.new("RGB", (64, 64), "red").save(images / "red.png")
+    (images / "broken.png").write_bytes(b"not a png")
+    good = {"conversations": [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "Red."}],
+            "image": "red.png"}
+    lines = [json.dumps({**good, "id": i}) for i in range(30)]
+    lines += ["{not json", json.dumps({**good, "id": "missing", "image": "nowhere.png"}),
+              json.dumps({**good, "id": "corrupt", "image": "broken.png"}),
+              json.dumps({"id": "text", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]})]
+    (images / "train.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "mixture.yaml").write_text("datasets:\n  - name: toy\n    path: data/train.jsonl\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text((REPO_ROOT / "sailvl2" / "recipes" / "debug.yaml").read_text()
+                      .replace("synthetic: {num_samples: 16, image_size: 96}", "mixture: mixture.yaml")
+                      .replace("output_dir: runs/{name}", f"output_dir: {tmp_path / 'run'}"))
+    assert cli_main(["train", str(recipe), "max_steps=4", "save_every=0", "data.error_budget=0.5"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 4
+    assert summary["skipped_samples"].get("ImageLoadError", 0) >= 1  # the corrupt PNG, found when encoding
+
+
+def test_recipe_errors_are_clear(tmp_path):
+    from sailvl2 import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_recipe("debug", ["optim.learning_rate=1"])
+    with pytest.raises(ConfigError, match="no learning rate"):
+        load_recipe("debug", ["optim.lr={adapter: 1.0}"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_recipe(tmp_path / "nope.yaml")
