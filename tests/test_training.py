@@ -78,7 +78,10 @@ def test_frozen_parts_stay_bit_identical_and_hold_no_optimizer_state(tmp_path):
 
 
 def test_kill_minus_nine_then_resume_is_bit_identical(tmp_path):
-    steps = ["max_steps=14", "save_every=3", "keep_last=2"]
+    # AdaLRS searches all along (3-step windows), so a checkpoint can fall inside a trial: its rollback
+    # point must survive the restart too.
+    steps = ["max_steps=14", "save_every=3", "keep_last=2",
+             "adalrs={window: 3, trigger: always, search_start: 0.0, search_end: 1.0, decay: 0.9}"]
     _run(tmp_path / "straight", *steps)
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -99,6 +102,8 @@ def test_kill_minus_nine_then_resume_is_bit_identical(tmp_path):
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
     assert _losses(killed) == _losses(tmp_path / "straight")
+    decisions = [json.loads(line).get("adalrs") for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert any(decisions), "AdaLRS made no decision in the run"
 
 
 def test_torchrun_two_processes_match_one_process(tmp_path):
@@ -156,3 +161,32 @@ def test_recipe_errors_are_clear(tmp_path):
         load_recipe("debug", ["optim.lr={adapter: 1.0}"])
     with pytest.raises(ConfigError, match="not found"):
         load_recipe(tmp_path / "nope.yaml")
+
+
+def test_lora_recipe_trains_adapters_and_exports_merged_model(tmp_path):
+    run = tmp_path / "run"
+    _run(run, "max_steps=3", "save_every=0", "lora={targets: llm, r: 4, alpha: 8}")
+    before = load_file(str(run / "init-random-tiny" / "model.safetensors"))
+    after = _weights(run)
+    assert set(before) == set(after)  # merged: the plain release keys
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("language_model."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("language_model."))
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_error_budget_stops_the_run(tmp_path):
+    from sailvl2.data.errors import DataError
+
+    data = tmp_path / "data.jsonl"
+    good = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}
+    data.write_text("\n".join(["{broken"] * 20 + [json.dumps({**good, "id": i}) for i in range(10)]) + "\n")
+    (tmp_path / "mixture.yaml").write_text(f"datasets:\n  - name: bad\n    path: {data}\n")
+    with pytest.raises(DataError, match="budget|bad"):
+        _run(tmp_path / "run", f"data={{mixture: {tmp_path / 'mixture.yaml'}, error_budget: 0.0}}", "max_steps=2")
+
+
+def test_debug_loss_curve_matches_golden(tmp_path):
+    """torchtitan-style regression guard: the debug recipe's first steps follow the stored curve."""
+    golden = json.loads((REPO_ROOT / "tests" / "golden" / "debug_losses.json").read_text())
+    result = _run(tmp_path / "run", f"max_steps={len(golden['losses'])}", "save_every=0")
+    assert max(abs(a - b) for a, b in zip(result.losses, golden["losses"])) <= golden["tolerance"]

@@ -81,9 +81,33 @@ def _full_state(model: Any, optimizer: torch.optim.Optimizer) -> tuple[dict, dic
     return get_state_dict(model, optimizer, options=options)
 
 
+def save_snapshot(directory: Path, snapshot: Any) -> None:
+    """An AdaLRS rollback point (model + optimizer state dicts) as safetensors + JSON."""
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in snapshot.model_state.items()}, str(directory / "model.safetensors"))
+    optim = snapshot.optimizer_state
+    tensors = {f"{index}::{key}": (value if torch.is_tensor(value) else torch.tensor(value)).contiguous()
+               for index, entry in optim["state"].items() for key, value in entry.items()}
+    save_file(tensors, str(directory / "optimizer.safetensors"))
+    (directory / "groups.json").write_text(json.dumps({"param_groups": optim["param_groups"],
+                                                       "extra": snapshot.extra}))
+
+
+def load_snapshot(directory: Path) -> Any:
+    from .adalrs import Snapshot
+
+    meta = json.loads((directory / "groups.json").read_text())
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in load_file(str(directory / "optimizer.safetensors")).items():
+        index, name = key.split("::")
+        state.setdefault(int(index), {})[name] = value
+    return Snapshot(load_file(str(directory / "model.safetensors")),
+                    {"state": state, "param_groups": meta["param_groups"]}, meta["extra"])
+
+
 def save_checkpoint(
     root: Path, step: int, model: Any, optimizer: torch.optim.Optimizer, state: dict[str, Any],
-    keep_last: int = 2, is_main: bool = True,
+    keep_last: int = 2, is_main: bool = True, snapshot: Any = None,
 ) -> Path:
     """Write a complete checkpoint atomically (rank 0 writes) and prune old ones. Returns its folder."""
     final = _step_dir(root, step)
@@ -104,6 +128,8 @@ def save_checkpoint(
     save_file(tensors, str(staging / "optimizer.safetensors"))
     rng_tensors, rng_host = rng_state()
     save_file(rng_tensors, str(staging / "rng.safetensors"))
+    if snapshot is not None:
+        save_snapshot(staging / "adalrs_snapshot", snapshot)
     record = {**state, "step": step, "optimizer_param_groups": optim_state["param_groups"], "rng": rng_host}
     (staging / _STATE_FILE).write_text(json.dumps(record, indent=1, sort_keys=True))
     if final.exists():

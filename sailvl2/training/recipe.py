@@ -10,6 +10,7 @@
     global_batch_rows: 8                         # packed rows per optimizer step, all ranks together
     max_steps: 1000                              # or max_tokens: 1.0e9
     adalrs: {enabled: true}                      # PAPER.md 7
+    lora: {targets: llm, r: 16, alpha: 32}       # optional: LoRA adapters instead of full training
 
 Every section has a dataclass with defaults; unknown keys are errors, so a typo never passes silently.
 """
@@ -70,6 +71,7 @@ class Recipe:
     packing: PackingConfig = PackingConfig()
     data: DataConfig = DataConfig()
     adalrs: dict[str, Any] | None = None
+    lora: dict[str, Any] | None = None  # LoRAConfig fields (training/lora.py); trains adapters only
     global_batch_rows: int = 1
     max_steps: int | None = None
     max_tokens: float | None = None
@@ -89,13 +91,19 @@ class Recipe:
             raise ConfigError("a recipe needs max_steps or max_tokens")
         if self.global_batch_rows < 1:
             raise ConfigError(f"global_batch_rows must be >= 1, got {self.global_batch_rows}")
-        missing = [part for part in self.trainable if part not in self.optim.lr]
+        parts = self.trainable if self.lora is None else _lora_parts(self.lora)
+        missing = [part for part in parts if part not in self.optim.lr]
         if missing:
             raise ConfigError(f"optim.lr has no learning rate for trainable part(s) {missing}")
 
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir.format(name=self.name))
+
+
+def _lora_parts(lora: dict[str, Any]) -> tuple[str, ...]:
+    targets = lora.get("targets", "llm")
+    return {"llm": ("llm",), "vit": ("vit",), "both": ("vit", "llm")}.get(targets, ("llm",))
 
 
 _SECTIONS = {"init": InitConfig, "optim": OptimConfig, "schedule": ScheduleConfig, "packing": PackingConfig,

@@ -27,8 +27,8 @@ import torch
 import torch.distributed as dist
 
 from ..data.errors import DataError
-from ..errors import SailVL2Error
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from ..errors import CheckpointError, SailVL2Error
+from .checkpoint import latest_checkpoint, load_checkpoint, load_snapshot, save_checkpoint
 from .loss import packed_loss
 from .metrics import MetricsLogger, format_summary
 from .mixture_source import MixtureSource, from_json, to_json
@@ -134,7 +134,12 @@ class Trainer:
         self.resume = resume
         torch.manual_seed(recipe.seed)
         self.model, self.processor = build_model(recipe, self.run_dir, self.info, self.device)
-        freeze_parts(self.model, recipe)
+        if recipe.lora is not None:
+            from .lora import LoRAConfig, apply_lora
+
+            apply_lora(self.model, LoRAConfig.from_dict(recipe.lora))  # freezes everything but the adapters
+        else:
+            freeze_parts(self.model, recipe)
         if self.info.world_size > 1:
             shard_model(self.model, self.device)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, recipe), betas=recipe.optim.betas,
@@ -157,8 +162,10 @@ class Trainer:
                 "adalrs": self.adalrs.state_dict() if self.adalrs else None}
 
     def _save(self, step: int, counters: dict[str, Any]) -> Path:
+        # An AdaLRS trial in progress needs its rollback point to survive a restart.
+        snapshot = self.snapshot if self.adalrs is not None and self.adalrs.in_trial else None
         return save_checkpoint(self.run_dir / "checkpoints", step, self.model, self.optimizer,
-                               self._state(step, counters), self.recipe.keep_last, self.info.is_main)
+                               self._state(step, counters), self.recipe.keep_last, self.info.is_main, snapshot)
 
     # ---- one optimizer step ----
     def _step(self, rows: list[PackedBatch]) -> tuple[float, int]:
@@ -193,6 +200,8 @@ class Trainer:
             self.data.load_state_dict(record["data"])
             if self.adalrs and record.get("adalrs"):
                 self.adalrs.load_state_dict(record["adalrs"])
+                if (checkpoint / "adalrs_snapshot").is_dir():
+                    self.snapshot = load_snapshot(checkpoint / "adalrs_snapshot")
             if info.is_main:
                 logger.info("resumed from %s at step %d", checkpoint, start_step)
         metrics = MetricsLogger(self.run_dir, self.total_steps, start_step, enabled=info.is_main)
@@ -211,7 +220,7 @@ class Trainer:
                 group["lr"] = group["peak_lr"] * multiplier * scale
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            self._adalrs_observe(step, loss)
+            decision = self._adalrs_observe(step, loss)
             elapsed = time.perf_counter() - began
             counters["tokens"] += tokens
             counters["samples"] += sum(len(row.sample_lengths) for row in rows)
@@ -220,7 +229,8 @@ class Trainer:
             metrics.log({"step": step + 1, "loss": loss, "grad_norm": grad_norm,
                          "lr": self.optimizer.param_groups[0]["lr"], "lr_scale": scale,
                          "tokens_per_s": tokens / elapsed, "tiles": sum(row.num_tiles for row in rows),
-                         "packing_efficiency": sum(r.num_real_tokens for r in rows) / (len(rows) * recipe.packing.max_seq_len)})
+                         "packing_efficiency": sum(r.num_real_tokens for r in rows) / (len(rows) * recipe.packing.max_seq_len),
+                         **({"adalrs": decision.as_dict()} if decision is not None else {})})
             done = recipe.max_tokens is not None and counters["tokens"] >= recipe.max_tokens
             if recipe.save_every and (step + 1) % recipe.save_every == 0 and step + 1 < self.total_steps and not done:
                 self._save(step + 1, counters)
@@ -232,7 +242,13 @@ class Trainer:
         if info.is_main:
             # The final export is the last checkpoint's model (release layout) plus the processor files.
             shutil.rmtree(final_dir, ignore_errors=True)
-            shutil.copytree(latest_checkpoint(self.run_dir / "checkpoints") / "model", final_dir)
+            if self.recipe.lora is not None:
+                from .lora import merge_lora, save_adapter
+
+                save_adapter(self.model, self.run_dir / "adapter")
+                merge_lora(self.model).save_pretrained(final_dir)  # merged: plain release keys again
+            else:
+                shutil.copytree(latest_checkpoint(self.run_dir / "checkpoints") / "model", final_dir)
             self.processor.save_pretrained(final_dir)
         metrics.close()
         summary = {
@@ -249,15 +265,19 @@ class Trainer:
             print(format_summary(summary))
         return TrainResult(self.run_dir, final_dir if info.is_main else None, final_step, losses, summary)
 
-    def _adalrs_observe(self, step: int, loss: float) -> None:
+    def _adalrs_observe(self, step: int, loss: float) -> Any:
+        """Feed AdaLRS the step's (global) loss; take or restore the rollback point it asks for."""
         if self.adalrs is None:
-            return
+            return None
         from .adalrs import restore_snapshot, take_snapshot
 
         decision = self.adalrs.observe(step, loss)
         if decision is None:
-            return
-        if decision.rollback and self.snapshot is not None:
+            return None
+        if decision.rollback:
+            if self.snapshot is None:
+                raise CheckpointError("AdaLRS asked for a rollback but no snapshot exists")
             restore_snapshot(self.snapshot, self.model, self.optimizer)
         if decision.snapshot:
             self.snapshot = take_snapshot(self.model, self.optimizer, None)
+        return decision
