@@ -190,3 +190,9 @@ def test_debug_loss_curve_matches_golden(tmp_path):
     golden = json.loads((REPO_ROOT / "tests" / "golden" / "debug_losses.json").read_text())
     result = _run(tmp_path / "run", f"max_steps={len(golden['losses'])}", "save_every=0")
     assert max(abs(a - b) for a, b in zip(result.losses, golden["losses"])) <= golden["tolerance"]
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
+    plain = _run(tmp_path / "plain", "max_steps=3", "save_every=0").losses
+    checkpointed = _run(tmp_path / "ckpt", "max_steps=3", "save_every=0", "gradient_checkpointing=true").losses
+    assert max(abs(a - b) for a, b in zip(plain, checkpointed)) <= 1e-5

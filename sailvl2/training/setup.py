@@ -86,7 +86,7 @@ def build_model(recipe: Recipe, run_dir: Path, info: DistInfo, device: torch.dev
             model._init_weights(module)
     if recipe.gradient_checkpointing:
         model.vision_model.trunk.gradient_checkpointing = True
-        model.language_model.gradient_checkpointing_enable()
+        model.language_model.activation_checkpointing_enable()
     model.train()
     return model, SAILVLProcessor.from_pretrained(source)
 
