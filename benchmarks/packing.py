@@ -143,12 +143,20 @@ def padded_loss(model: SAILVLModel, batch: dict[str, torch.Tensor | None], weigh
 
 def pack(samples: list[EncodedSample], config: PackingConfig, image_token_id: int,
          pad_id: int) -> tuple[list[PackedBatch], StreamPacker, float]:
-    """All packed rows (one rank, so one row per step) and the seconds packing + weights took."""
-    packer = StreamPacker(config, image_token_id, pad_id)
-    start = time.perf_counter()
-    rows = [row for step in packer.steps(samples) for row in step]
-    token_weights(rows, config.loss_reduction)
-    return rows, packer, time.perf_counter() - start
+    """All packed rows (one rank, so one row per step) and the seconds packing + weights take (median of 5)."""
+    def run() -> tuple[list[PackedBatch], StreamPacker]:
+        packer = StreamPacker(config, image_token_id, pad_id)
+        rows = [row for step in packer.steps(samples) for row in step]
+        token_weights(rows, config.loss_reduction)
+        return rows, packer
+
+    rows, packer = run()  # warmup
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return rows, packer, statistics.median(times)
 
 
 def check_equivalence(model: SAILVLModel, row: PackedBatch, samples: list[EncodedSample], pad_id: int) -> float:
@@ -244,10 +252,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter samples and fewer repeats (< 60 s)")
+    parser.add_argument("--repeats", type=int, help="timed passes per side (default 3, 1 with --quick)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     quick = args.quick
     count, long_max, max_seq_len, repeats = (60, 1200, 2048, 1) if quick else (200, 3000, 4096, 3)
+    repeats = args.repeats or repeats
     buffer_size = 64
     started = time.perf_counter()
     cpu_before = cpu_snapshot()

@@ -164,20 +164,26 @@ class StreamPacker:
         return fitted
 
     def next_step(self, pull: Callable[[], EncodedSample | None], pad_to_max: bool = False) -> list[PackedBatch]:
-        """Refill the buffer from `pull` (None = no more data) and return up to `num_ranks` packed rows
-        (an empty list when both the buffer and the source are empty). `self.buffer` holds what is left
-        for later steps; checkpoints save it so a resumed run packs exactly the same rows."""
-        while len(self.buffer) < self.config.buffer_size:
-            sample = pull()
-            if sample is None:
+        """Fill `num_ranks` rows from the buffer, refilling it from `pull` (None = no more data) until no
+        buffered sample fits any row, so a step is never short because the buffer was small. Returns the
+        non-empty rows (none when the data is exhausted). `self.buffer` keeps what is left for later steps;
+        checkpoints save it so a resumed run packs exactly the same rows."""
+        bins: list[list[EncodedSample]] = [[] for _ in range(self.num_ranks)]
+        lengths, tiles = [0] * self.num_ranks, [0] * self.num_ranks
+        exhausted = False
+        while True:
+            while not exhausted and len(self.buffer) < self.config.buffer_size:
+                sample = pull()
+                if sample is None:
+                    exhausted = True
+                    break
+                fitted = self._admit(sample)
+                if fitted is not None:
+                    self.buffer.append(fitted)
+            if not self._place(bins, lengths, tiles):
                 break
-            fitted = self._admit(sample)
-            if fitted is not None:
-                self.buffer.append(fitted)
-        if not self.buffer:
-            return []
         rows = []
-        for members in self._fill_bins(self.buffer):
+        for members in (b for b in bins if b):
             row = pack_row(members, self.pad_token_id, self.config.max_seq_len if pad_to_max else None)
             self.stats.samples += len(members)
             self.stats.real_tokens += row.num_real_tokens
@@ -191,17 +197,17 @@ class StreamPacker:
         while rows := self.next_step(lambda: next(source, None), pad_to_max):
             yield rows
 
-    def _fill_bins(self, buffer: list[EncodedSample]) -> list[list[EncodedSample]]:
-        """Largest first into the least-loaded rank where it fits; what fits nowhere stays buffered."""
-        order = sorted(range(len(buffer)), key=lambda i: (buffer[i].num_tiles, buffer[i].length), reverse=True)
-        if not self.config.balance_tiles:
-            order = sorted(range(len(buffer)), key=lambda i: buffer[i].length, reverse=True)
-        bins: list[list[EncodedSample]] = [[] for _ in range(self.num_ranks)]
-        lengths = [0] * self.num_ranks
-        tiles = [0] * self.num_ranks
+    def _place(self, bins: list[list[EncodedSample]], lengths: list[int], tiles: list[int]) -> int:
+        """Largest first, each buffered sample into the least-loaded row (ViT tiles, or tokens) where it fits;
+        returns how many were placed. What fits nowhere stays buffered."""
+        if self.config.balance_tiles:
+            order = sorted(range(len(self.buffer)), key=lambda i: (self.buffer[i].num_tiles, self.buffer[i].length),
+                           reverse=True)
+        else:
+            order = sorted(range(len(self.buffer)), key=lambda i: self.buffer[i].length, reverse=True)
         taken = set()
         for index in order:
-            sample = buffer[index]
+            sample = self.buffer[index]
             fits = [r for r in range(self.num_ranks) if lengths[r] + sample.length <= self.config.max_seq_len]
             if not fits:
                 continue
@@ -211,7 +217,5 @@ class StreamPacker:
             lengths[rank] += sample.length
             tiles[rank] += sample.num_tiles
             taken.add(index)
-        buffer[:] = [sample for i, sample in enumerate(buffer) if i not in taken]
-        # Every sample fits an empty bin, so at least one bin is filled. A rank can be left empty only at the
-        # very end of finite data; the trainer gives it a zero-weight step.
-        return [members for members in bins if members]
+        self.buffer[:] = [sample for i, sample in enumerate(self.buffer) if i not in taken]
+        return len(taken)

@@ -18,6 +18,7 @@ Every section has a dataclass with defaults; unknown keys are errors, so a typo 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,21 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-6` (no dot) as a string; learning rates are written that way, so read them as floats."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read a recipe YAML (a path, or the name of a shipped recipe) and apply `key=value` overrides
     (values parsed as YAML, dotted keys for sections: `optim.lr.llm=1e-5`)."""
@@ -155,14 +171,14 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not file.is_file():
         raise ConfigError(f"recipe {path} not found (a YAML file, or one of {sorted(p.stem for p in RECIPE_DIR.glob('*.yaml'))})")
     try:
-        tree = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        tree = _yaml(file.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{file} is not valid YAML: {err}") from err
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value")
         key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+        _set_dotted(tree, key.strip(), _yaml(raw))
     base = file.parent
     # Paths inside a recipe are relative to the recipe file.
     for section, key in (("init", "checkpoint"), ("init", "vit_from"), ("init", "llm_from"), ("data", "mixture")):

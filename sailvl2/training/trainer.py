@@ -40,6 +40,7 @@ from .sources import SyntheticShapes
 from .tokenize import ConversationEncoder, EncodedSample
 
 logger = logging.getLogger(__name__)
+_EXPECTED_EFFICIENCY = 0.97
 
 
 class DataPipeline:
@@ -146,8 +147,11 @@ class Trainer:
                                            eps=recipe.optim.eps, foreach=False)
         self.data = DataPipeline(recipe, self.processor, self.run_dir, self.model.config.image_token_id,
                                  self.processor.pad_token_id)
+        # With a token budget the schedule length is estimated at the packing efficiency we aim for (97%);
+        # the run itself stops when the real (non-pad) tokens reach the budget.
         self.total_steps = recipe.max_steps or math.ceil(
-            recipe.max_tokens / (recipe.global_batch_rows * recipe.packing.max_seq_len))
+            recipe.max_tokens / (recipe.global_batch_rows * recipe.packing.max_seq_len * _EXPECTED_EFFICIENCY))
+        self.step_limit = recipe.max_steps or 10 * self.total_steps
         self.adalrs = None
         if recipe.adalrs and recipe.adalrs.get("enabled", True):
             from .adalrs import AdaLRS, AdaLRSConfig
@@ -155,6 +159,8 @@ class Trainer:
             self.adalrs = AdaLRS(AdaLRSConfig(**{k: v for k, v in recipe.adalrs.items() if k != "enabled"}),
                                  self.total_steps)
         self.snapshot = None
+        # One CUDA process with fp32 weights: bf16 autocast (FSDP2 runs use its mixed-precision policy).
+        self.autocast = self.device.type == "cuda" and self.info.world_size == 1 and recipe.dtype == "float32"
 
     # ---- state ----
     def _state(self, step: int, counters: dict[str, Any]) -> dict[str, Any]:
@@ -183,7 +189,8 @@ class Trainer:
                 row = rows[0]
                 weight = torch.zeros_like(weight_of[id(row)])
             # FSDP averages gradients over ranks; the weights already normalise over the global batch.
-            loss = packed_loss(self.model, row, weight) * world
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                loss = packed_loss(self.model, row, weight) * world
             loss.backward()
             local += loss.detach().double().cpu() / world
         if world > 1:
@@ -207,7 +214,7 @@ class Trainer:
         metrics = MetricsLogger(self.run_dir, self.total_steps, start_step, enabled=info.is_main)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         losses, step = [], start_step
-        for step in range(start_step, self.total_steps):
+        for step in range(start_step, self.step_limit):
             began = time.perf_counter()
             rows = self.data.next_rows()
             if not rows:
@@ -232,7 +239,7 @@ class Trainer:
                          "packing_efficiency": sum(r.num_real_tokens for r in rows) / (len(rows) * recipe.packing.max_seq_len),
                          **({"adalrs": decision.as_dict()} if decision is not None else {})})
             done = recipe.max_tokens is not None and counters["tokens"] >= recipe.max_tokens
-            if recipe.save_every and (step + 1) % recipe.save_every == 0 and step + 1 < self.total_steps and not done:
+            if recipe.save_every and (step + 1) % recipe.save_every == 0 and step + 1 < self.step_limit and not done:
                 self._save(step + 1, counters)
             if done:
                 break
