@@ -41,6 +41,21 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run_dir / "final" / "model.safetensors"))
 
 
+def _mark_latest_checkpoint(run_dir: Path, offset: int = 10**9) -> None:
+    """Add a sentinel to the latest checkpoint's token counter: a run that really resumes from it reports
+    the offset in its summary; one that silently starts over (and so also ends bit-identical) does not."""
+    from sailvl2.training.checkpoint import latest_checkpoint
+
+    state_file = latest_checkpoint(run_dir / "checkpoints") / "state.json"
+    state = json.loads(state_file.read_text())
+    state["counters"]["tokens"] += offset
+    state_file.write_text(json.dumps(state))
+
+
+def _resumed(run_dir: Path, offset: int = 10**9) -> bool:
+    return json.loads((run_dir / "summary.json").read_text())["tokens_seen"] > offset
+
+
 def _run(tmp_path: Path, *overrides: str):
     torch.set_num_threads(1)
     try:
@@ -96,7 +111,9 @@ def test_kill_minus_nine_then_resume_is_bit_identical(tmp_path):
         time.sleep(0.01)
     assert process.wait(timeout=60) == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (killed / "final").exists()
+    _mark_latest_checkpoint(killed)
     _run(killed, *steps)  # resumes from the last complete checkpoint
+    assert _resumed(killed)
     straight, resumed = _weights(tmp_path / "straight"), _weights(killed)
     assert straight.keys() == resumed.keys()
     for key in straight:
@@ -196,3 +213,34 @@ def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
     plain = _run(tmp_path / "plain", "max_steps=3", "save_every=0").losses
     checkpointed = _run(tmp_path / "ckpt", "max_steps=3", "save_every=0", "gradient_checkpointing=true").losses
     assert max(abs(a - b) for a, b in zip(plain, checkpointed)) <= 1e-5
+
+
+def test_torchrun_sharded_checkpoints_resume_exactly(tmp_path):
+    """Under FSDP2 every rank saves its own shards; deleting the last checkpoint and rerunning resumes from
+    the previous one and ends with the uninterrupted run's weights, bit for bit."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    torchrun = Path(sys.executable).with_name("torchrun")
+
+    def launch(run: Path, *extra: str) -> None:
+        result = subprocess.run([str(torchrun), "--nproc_per_node", "2", str(script), f"output_dir={run}",
+                                 "max_steps=6", "save_every=3", "keep_last=3", *extra],
+                                env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    launch(straight)
+    launch(resumed)
+    checkpoints = resumed / "checkpoints"
+    assert sorted(p.name for p in (checkpoints / "step-00000003").glob("model.rank*")) == [
+        "model.rank00000-of-00002.safetensors", "model.rank00001-of-00002.safetensors"]
+    import shutil
+
+    shutil.rmtree(checkpoints / "step-00000006")
+    shutil.rmtree(resumed / "final")
+    _mark_latest_checkpoint(resumed)
+    launch(resumed)  # resumes at step 3 from the shards
+    assert _resumed(resumed)
+    first, second = _weights(straight), _weights(resumed)
+    assert all(torch.equal(first[k], second[k]) for k in first)

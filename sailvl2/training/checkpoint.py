@@ -3,8 +3,10 @@
 Layout of `RUN/checkpoints/step-00000120/`:
     model/                 the model in the release layout (config.json + safetensors): loadable as is
     optimizer.safetensors  every optimizer state tensor, keyed `<param name>::<state key>`
-    rng.safetensors        the torch CPU (and CUDA) generator states
-    state.json             step, counters, optimizer param groups, data position, python/numpy RNG, AdaLRS...
+    rng.rankR.safetensors  each rank's torch CPU (and CUDA) generator states; rng.rankR.json python/numpy
+    state.json             step, counters, optimizer param groups, data position, AdaLRS...
+Under FSDP2 `model/` and `optimizer.safetensors` are replaced by per-rank shards (sharded.py); the full
+model is written only by the final export.
 
 Everything is safetensors or JSON (nothing is pickled). A checkpoint is written into a temporary folder
 and renamed into place only when complete, so a kill at any moment leaves either the previous checkpoint
@@ -23,10 +25,17 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
 
 from ..errors import CheckpointError
 from ..modeling.weights import iter_tensors, save_state_dict, weight_files
+from .sharded import is_sharded, load_shards, save_shards
 
 _STATE_FILE = "state.json"
 
@@ -107,56 +116,83 @@ def load_snapshot(directory: Path) -> Any:
 
 def save_checkpoint(
     root: Path, step: int, model: Any, optimizer: torch.optim.Optimizer, state: dict[str, Any],
-    keep_last: int = 2, is_main: bool = True, snapshot: Any = None,
+    keep_last: int = 2, rank: int = 0, world_size: int = 1, snapshot: Any = None,
 ) -> Path:
-    """Write a complete checkpoint atomically (rank 0 writes) and prune old ones. Returns its folder."""
+    """Write a complete checkpoint atomically and prune old ones. One process: full tensors. Under FSDP2
+    (`world_size` > 1): every rank writes its own shards (sharded.py), rank 0 the shared state; a
+    collective, so every rank must call it. Returns the checkpoint folder."""
     final = _step_dir(root, step)
-    model_state, optim_state = _full_state(model, optimizer)
-    if not is_main:
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    (staging / "model").mkdir()
-    save_state_dict(model_state, staging / "model")
-    model.config.save_pretrained(staging / "model")
-    tensors = {
-        f"{name}::{key}": (value if torch.is_tensor(value) else torch.tensor(value)).contiguous()
-        for name, entry in optim_state["state"].items() for key, value in entry.items()
-    }
-    save_file(tensors, str(staging / "optimizer.safetensors"))
+    staging = root / f".tmp-{final.name}"
+    sharded = world_size > 1
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    if sharded:
+        dist.barrier()
+        groups = save_shards(staging, model, optimizer, rank, world_size)
+    else:
+        model_state, optim_state = _full_state(model, optimizer)
+        (staging / "model").mkdir()
+        save_state_dict(model_state, staging / "model")
+        model.config.save_pretrained(staging / "model")
+        tensors = {
+            f"{name}::{key}": (value if torch.is_tensor(value) else torch.tensor(value)).contiguous()
+            for name, entry in optim_state["state"].items() for key, value in entry.items()
+        }
+        save_file(tensors, str(staging / "optimizer.safetensors"))
+        groups = optim_state["param_groups"]
     rng_tensors, rng_host = rng_state()
-    save_file(rng_tensors, str(staging / "rng.safetensors"))
-    if snapshot is not None:
-        save_snapshot(staging / "adalrs_snapshot", snapshot)
-    record = {**state, "step": step, "optimizer_param_groups": optim_state["param_groups"], "rng": rng_host}
-    (staging / _STATE_FILE).write_text(json.dumps(record, indent=1, sort_keys=True))
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(staging, final)
-    for old in list_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    save_file(rng_tensors, str(staging / f"rng.rank{rank:05d}.safetensors"))
+    (staging / f"rng.rank{rank:05d}.json").write_text(json.dumps(rng_host))
+    if sharded:
+        dist.barrier()
+    if rank == 0:
+        if snapshot is not None:
+            save_snapshot(staging / "adalrs_snapshot", snapshot)
+        record = {**state, "step": step, "optimizer_param_groups": groups, "world_size": world_size}
+        (staging / _STATE_FILE).write_text(json.dumps(record, indent=1, sort_keys=True))
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(staging, final)
+        for old in list_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    if sharded:
+        dist.barrier()  # nobody moves on (or reads) before the checkpoint is in place
     return final
 
 
-def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model weights, optimizer state and RNG from `path` (every rank reads the files);
-    returns the saved state dict."""
+def load_checkpoint(path: Path, model: Any, optimizer: torch.optim.Optimizer, rank: int = 0,
+                    world_size: int = 1) -> dict[str, Any]:
+    """Restore model weights, optimizer state and this rank's RNG from `path`; returns the saved state."""
     state_file = path / _STATE_FILE
     if not state_file.is_file():
         raise CheckpointError(f"{path} is not a complete training checkpoint (no {_STATE_FILE})")
     record = json.loads(state_file.read_text())
-    model_state = dict(iter_tensors(weight_files(path / "model")))
-    optim_entries: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in load_file(str(path / "optimizer.safetensors")).items():
-        name, state_key = key.split("::")
-        optim_entries.setdefault(name, {})[state_key] = value
-    optim_state = {"state": optim_entries, "param_groups": record["optimizer_param_groups"]}
-    try:
-        set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
-                       options=StateDictOptions(full_state_dict=True, strict=True))
-    except (KeyError, RuntimeError, ValueError) as err:
-        raise CheckpointError(f"{path} does not match this model/optimizer: {err}") from err
-    restore_rng_state(load_file(str(path / "rng.safetensors")), record["rng"])
+    if is_sharded(path):
+        load_shards(path, model, optimizer, rank, world_size, record["optimizer_param_groups"])
+    else:
+        model_state = dict(iter_tensors(weight_files(path / "model")))
+        optim_entries: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in load_file(str(path / "optimizer.safetensors")).items():
+            name, state_key = key.split("::")
+            optim_entries.setdefault(name, {})[state_key] = value
+        optim_state = {"state": optim_entries, "param_groups": record["optimizer_param_groups"]}
+        try:
+            set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
+                           options=StateDictOptions(full_state_dict=True, strict=True))
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise CheckpointError(f"{path} does not match this model/optimizer: {err}") from err
+    rng_rank = rank if (path / f"rng.rank{rank:05d}.safetensors").is_file() else 0
+    restore_rng_state(load_file(str(path / f"rng.rank{rng_rank:05d}.safetensors")),
+                      json.loads((path / f"rng.rank{rng_rank:05d}.json").read_text()))
     return record
+
+
+def export_model(model: Any, directory: Path, is_main: bool) -> None:
+    """Full weights in the release layout (a collective under FSDP2: every rank calls it, rank 0 writes)."""
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if is_main:
+        shutil.rmtree(directory, ignore_errors=True)
+        save_state_dict(state, directory)
+        model.config.save_pretrained(directory)

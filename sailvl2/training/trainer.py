@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import torch.distributed as dist
 
 from ..data.errors import DataError
 from ..errors import CheckpointError, SailVL2Error
-from .checkpoint import latest_checkpoint, load_checkpoint, load_snapshot, save_checkpoint
+from .checkpoint import export_model, latest_checkpoint, load_checkpoint, load_snapshot, save_checkpoint
 from .loss import packed_loss
 from .metrics import MetricsLogger, format_summary
 from .mixture_source import MixtureSource, from_json, to_json
@@ -170,8 +169,12 @@ class Trainer:
     def _save(self, step: int, counters: dict[str, Any]) -> Path:
         # An AdaLRS trial in progress needs its rollback point to survive a restart.
         snapshot = self.snapshot if self.adalrs is not None and self.adalrs.in_trial else None
+        if snapshot is not None and self.info.world_size > 1:
+            logger.warning("AdaLRS trial in progress: its rollback point is not saved in sharded checkpoints")
+            snapshot = None
         return save_checkpoint(self.run_dir / "checkpoints", step, self.model, self.optimizer,
-                               self._state(step, counters), self.recipe.keep_last, self.info.is_main, snapshot)
+                               self._state(step, counters), self.recipe.keep_last, self.info.rank,
+                               self.info.world_size, snapshot)
 
     # ---- one optimizer step ----
     def _step(self, rows: list[PackedBatch]) -> tuple[float, int]:
@@ -202,7 +205,7 @@ class Trainer:
         start_step, counters = 0, {"tokens": 0, "samples": 0, "train_seconds": 0.0}
         checkpoint = latest_checkpoint(self.run_dir / "checkpoints") if self.resume else None
         if checkpoint is not None:
-            record = load_checkpoint(checkpoint, self.model, self.optimizer)
+            record = load_checkpoint(checkpoint, self.model, self.optimizer, self.info.rank, self.info.world_size)
             start_step, counters = record["step"], record["counters"]
             self.data.load_state_dict(record["data"])
             if self.adalrs and record.get("adalrs"):
@@ -246,16 +249,15 @@ class Trainer:
         final_step = step + 1 if losses else start_step
         self._save(final_step, counters)
         final_dir = self.run_dir / "final"
-        if info.is_main:
-            # The final export is the last checkpoint's model (release layout) plus the processor files.
-            shutil.rmtree(final_dir, ignore_errors=True)
-            if self.recipe.lora is not None:
-                from .lora import merge_lora, save_adapter
+        # The final export: full weights in the release layout plus the processor files.
+        if self.recipe.lora is not None:
+            from .lora import merge_lora, save_adapter
 
+            if info.is_main:
                 save_adapter(self.model, self.run_dir / "adapter")
-                merge_lora(self.model).save_pretrained(final_dir)  # merged: plain release keys again
-            else:
-                shutil.copytree(latest_checkpoint(self.run_dir / "checkpoints") / "model", final_dir)
+            merge_lora(self.model)  # merged: plain release keys again
+        export_model(self.model, final_dir, info.is_main)
+        if info.is_main:
             self.processor.save_pretrained(final_dir)
         metrics.close()
         summary = {
