@@ -2,6 +2,7 @@
 #   make demo   - chat about bundled images with the default model (CPU, offline)
 #   make test   - the whole test suite
 #   make bench  - benchmarks/inference.py (prints a table, writes benchmarks/results/inference.json)
+#   make bench-packing - benchmarks/packing.py (packed vs padded training; ~4 min, ~6 GB)
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 # CUDA build of torch into $(VENV) yourself (or pass TORCH_SPEC=...) before `make setup`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench bench-packing clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +28,9 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/inference.py --json benchmarks/results/inference.json
+
+bench-packing: setup
+	$(PY) benchmarks/packing.py --json benchmarks/results/packing.json
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

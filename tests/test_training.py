@@ -244,3 +244,15 @@ def test_torchrun_sharded_checkpoints_resume_exactly(tmp_path):
     assert _resumed(resumed)
     first, second = _weights(straight), _weights(resumed)
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_attention_implementation_setting(tmp_path):
+    """eager and SDPA give the same packed losses; an unavailable kernel is a clear ConfigError."""
+    from sailvl2 import ConfigError
+
+    sdpa = _run(tmp_path / "sdpa", "max_steps=2", "save_every=0").losses
+    eager = _run(tmp_path / "eager", "max_steps=2", "save_every=0", "attn_implementation=eager").losses
+    assert max(abs(a - b) for a, b in zip(sdpa, eager)) <= 1e-5
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="flash_attention_2"):
+            _run(tmp_path / "flash", "max_steps=1", "attn_implementation=flash_attention_2")

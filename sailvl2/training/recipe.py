@@ -79,6 +79,7 @@ class Recipe:
     seed: int = 0
     dtype: str = "float32"
     gradient_checkpointing: bool = False
+    attn_implementation: str | None = None  # e.g. flash_attention_2 on GPU: varlen attention for packed rows
     log_every: int = 1
     save_every: int = 0  # 0: only at the end
     keep_last: int = 2

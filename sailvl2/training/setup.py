@@ -84,6 +84,11 @@ def build_model(recipe: Recipe, run_dir: Path, info: DistInfo, device: torch.dev
         torch.manual_seed(recipe.seed)
         for module in model.mlp1.modules():
             model._init_weights(module)
+    if recipe.attn_implementation:
+        try:
+            model.language_model.set_attn_implementation(recipe.attn_implementation)
+        except (ImportError, ValueError) as err:
+            raise ConfigError(f"attn_implementation {recipe.attn_implementation!r} is not available: {err}") from err
     if recipe.gradient_checkpointing:
         model.vision_model.trunk.gradient_checkpointing = True
         model.language_model.activation_checkpointing_enable()
