@@ -13,12 +13,9 @@ Timings are medians of several repeats after warmups; nothing here asserts on ti
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -27,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from _common import cpu_snapshot, finish
 from sailvl2.configuration import SAILVLConfig
 from sailvl2.generation.generate import stream_tokens
 from sailvl2.modeling.sailvl import SAILVLModel
@@ -172,31 +170,6 @@ def bench_decode(model: SAILVLModel, prompt: int, new_tokens: int, repeats: int)
 # ------------------------------------------------------------------------------------------ report
 
 
-def peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
-
-
-def cpu_snapshot() -> tuple[float, float] | None:
-    """(CPU seconds used by all processes, by this one) so far; None where /proc/stat is missing."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except OSError:
-        return None
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    busy = sum(fields) - fields[3] - fields[4]  # minus idle and iowait
-    return busy / os.sysconf("SC_CLK_TCK"), own.ru_utime + own.ru_stime
-
-
-def other_cpu_share(before: tuple[float, float] | None, wall: float) -> float | None:
-    """Fraction of the machine's CPU time that other processes used during the run (a contention check)."""
-    after = cpu_snapshot()
-    if before is None or after is None:
-        return None
-    others = (after[0] - before[0]) - (after[1] - before[1])
-    return max(0.0, others) / (wall * (os.cpu_count() or 1))
-
-
 def targets(pre: dict[str, Any], dec: dict[str, Any]) -> dict[str, Any]:
     best = max(("speedup_single", "speedup_batch8"), key=lambda key: pre[key])
     return {
@@ -274,15 +247,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "decode": bench_decode(model, prompt=64, new_tokens=9 if args.quick else 33, repeats=repeats),
     }
     results["targets"] = targets(results["preprocess"], results["decode"])
-    results["peak_rss_mb"] = peak_rss_mb()
-    results["wall_s"] = time.perf_counter() - started
-    results["machine"]["other_processes_cpu_share"] = other_cpu_share(cpu_before, results["wall_s"])
-    print_table(results)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
-    return results
+    return finish(results, started, cpu_before, print_table, args.json)
 
 
 if __name__ == "__main__":

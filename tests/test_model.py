@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from sailvl2 import CheckpointError, ConfigError, ContextLengthError, ImagePlaceholderError, InputError
 from sailvl2.configuration import SAILVLConfig
