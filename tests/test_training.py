@@ -167,6 +167,8 @@ def test_mixture_with_bad_data_is_counted_and_trained(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 4
     assert summary["skipped_samples"].get("ImageLoadError", 0) >= 1  # the corrupt PNG, found when encoding
+    reasons = summary["skipped_by_reader"]["toy"]["skipped"]  # found by the reader / validator
+    assert any("bad JSON" in reason for reason in reasons) and any("missing image" in reason for reason in reasons)
 
 
 def test_recipe_errors_are_clear(tmp_path):

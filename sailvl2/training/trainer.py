@@ -265,6 +265,7 @@ class Trainer:
             "samples_seen": counters["samples"], "skipped_samples": dict(self.data.skipped),
             "truncated_samples": self.data.packer.stats.truncated,
             "skipped_by_packing": dict(self.data.packer.stats.skipped),
+            "skipped_by_reader": getattr(self.data.source, "stats", {}).get("datasets", {}),
             "packing_efficiency": self.data.packer.stats.efficiency, "train_seconds": counters["train_seconds"],
             "final_loss": losses[-1] if losses else None,
         }
