@@ -1,0 +1,42 @@
+"""Scoring rules of the nano evaluation, on hand-written replies."""
+
+from __future__ import annotations
+
+import pytest
+
+from sailvl2.nano.evaluate import iou, normalise, score
+
+
+@pytest.mark.parametrize(
+    "record, reply, expected",
+    [
+        ({"answer": "red"}, "red", 1.0),
+        ({"answer": "red"}, "It is red.", 1.0),
+        ({"answer": "red"}, "It is blue.", 0.0),
+        ({"answer": "3"}, "There are 3 circles.", 1.0),
+        ({"answer": "3"}, "3", 1.0),
+        ({"answer": "3"}, "There are 13 circles.", 0.0),
+        ({"answer": "3"}, "3 or 4 circles", 0.0),
+        ({"answer": "yes"}, "Yes.", 1.0),
+        ({"answer": "yes"}, "No.", 0.0),
+        ({"answer": "HELLO 42"}, "hello 42", 1.0),
+        ({"answer": "2.5"}, "2.5", 1.0),
+        ({"answer": "The first image."}, "The first image.", 1.0),
+        ({"answer": "The first image."}, "The second image.", 0.0),
+        ({"answer": "7", "kind": "cot"}, "<think>\n3 + 4 = 7\n</think>\n\\boxed{7}", 1.0),
+        ({"answer": "7", "kind": "cot"}, "<think>\n3 + 4 = 7\n</think>\n7", 0.0),
+        ({"answer": "7", "kind": "cot"}, "<think>\n3 + 4 = 7 \\boxed{7}", 0.0),  # unterminated thinking
+        ({"answer": [100, 100, 300, 300]}, "<ref>red circle</ref><box>[[110, 105, 305, 290]]</box>", 1.0),
+        ({"answer": [100, 100, 300, 300]}, "<ref>red circle</ref><box>[[250, 250, 500, 500]]</box>", 0.0),
+        ({"answer": [100, 100, 300, 300]}, "I do not know.", 0.0),
+    ],
+)
+def test_score(record, reply, expected):
+    assert score(record, reply) == expected
+
+
+def test_iou_and_normalise_hand_computed():
+    assert iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(50 / 150)
+    assert iou([0, 0, 10, 10], [20, 20, 30, 30]) == 0.0
+    assert normalise("  It's RED!  ") == "it s red"
+    assert normalise("2.5 apples.") == "2.5 apples"
