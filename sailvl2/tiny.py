@@ -9,6 +9,7 @@ though not the same ids.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,9 @@ TINY_MOE_LLM: dict[str, Any] = {
 }
 
 
-def build_tokenizer(directory: Path, vocab_size: int = 800) -> dict[str, int]:
-    """Train a byte-level BPE with the release special tokens and save it; returns the special-token ids."""
+def build_tokenizer(directory: Path, vocab_size: int = 800, corpus: Iterable[str] | None = None) -> dict[str, int]:
+    """Train a byte-level BPE with the release special tokens (on `corpus`, default a built-in text) and
+    save it; returns the special-token ids."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -58,7 +60,7 @@ def build_tokenizer(directory: Path, vocab_size: int = 800) -> dict[str, int]:
         vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
-    tokenizer.train_from_iterator([_CORPUS] * 4, trainer)
+    tokenizer.train_from_iterator(corpus if corpus is not None else [_CORPUS] * 4, trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<|im_end|>", "<|endoftext|>")],
@@ -73,13 +75,15 @@ def build_random_checkpoint(
     vision: dict[str, Any] | None = None,
     llm: dict[str, Any] | None = None,
     max_num: int = 6,
+    corpus: Iterable[str] | None = None,
+    vocab_size: int = 800,
 ) -> Path:
     """Write a random-weight SAIL-VL2 checkpoint (config, safetensors, tokenizer, preprocessor config)."""
     from .modeling import SAILVLModel
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    ids = build_tokenizer(directory)
+    ids = build_tokenizer(directory, vocab_size=vocab_size, corpus=corpus)
     vocab_size = len(json.loads((directory / "tokenizer.json").read_text())["model"]["vocab"])
     llm_config = {
         **(llm or TINY_LLM), "vocab_size": vocab_size, "eos_token_id": ids["<|im_end|>"],
