@@ -1,0 +1,350 @@
+"""An independent checker for a generated suite: recomputes every stored answer from the stored scene.
+
+Nothing here calls the generator (``scene``, ``tasks``, ``reasoning``, ``captions``, ``charts``,
+``writer``): questions are parsed back with regular expressions, answers recomputed from the scene
+description with separate code, spatial relations decided from pixel geometry rather than grid cells,
+grounding boxes measured on the rendered PNG, and captions parsed back into facts. A bug in a generator
+therefore shows up as a disagreement instead of being reproduced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .checker_captions import check_caption  # parse-back of captions, kept apart to stay readable
+from .checker_pixels import Mismatch, box_ok, expect, extent, pixel_boxes
+
+__all__ = ["CheckReport", "check_record", "check_suite", "scene_signature"]
+
+_ROWS, _COLS = ("top", "middle", "bottom"), ("left", "centre", "right")
+_SUFFIX_START = "You FIRST think"  # the release's thinking suffix, appended to cot questions
+_ORDINAL = {"first": "The first image.", "second": "The second image.", "same": "They have the same number."}
+
+
+def scene_signature(scene: dict[str, Any]) -> list[tuple]:
+    """The identity of each image's scene (several for multi-image records), for split disjointness."""
+    kind = scene["type"]
+    if kind == "multi":
+        return [sig for sub in scene["images"] for sig in scene_signature(sub)]
+    if kind == "shapes":
+        return [("shapes", tuple(sorted((s["kind"], s["colour"], s["size"], s["row"], s["col"])
+                                        for s in scene["shapes"])))]
+    if kind == "text":
+        return [("text", word) for word in scene["text"].lower().split()]
+    if kind == "chart":
+        return [("chart", scene["chart"], tuple(scene["labels"]), tuple(scene["values"]))]
+    return [("table", tuple(scene["columns"]), tuple(scene["rows"]), tuple(tuple(r) for r in scene["cells"]))]
+
+
+# ------------------------------------------------------------------------------------------- geometry
+
+
+def _place(row: int, col: int) -> str:
+    if row == 1 and col == 1:
+        return "centre"
+    return f"{_ROWS[row]} {'centre' if col == 1 else _COLS[col]}"
+
+
+def _relation(rel: str, a: dict[str, Any], b: dict[str, Any]) -> bool | None:
+    """True / False when ``a`` is clearly (not) <rel> ``b`` in pixels, None when the extents overlap."""
+    ax1, ay1, ax2, ay2 = extent(a)
+    bx1, by1, bx2, by2 = extent(b)
+    if rel in ("left of", "right of"):
+        if ax2 <= bx1:
+            return rel == "left of"
+        if bx2 <= ax1:
+            return rel == "right of"
+        return None
+    if ay2 <= by1:
+        return rel == "above"
+    if by2 <= ay1:
+        return rel == "below"
+    return None
+
+
+def _one(shapes: list[dict[str, Any]], what: str) -> dict[str, Any]:
+    expect(len(shapes) == 1, f"{what} picks {len(shapes)} shapes, not exactly one")
+    return shapes[0]
+
+
+def _named(scene: dict[str, Any], colour: str, kind: str) -> dict[str, Any]:
+    return _one([s for s in scene["shapes"] if s["colour"] == colour and s["kind"] == kind], f"{colour} {kind}")
+
+
+def _count(scene: dict[str, Any], **where: str) -> int:
+    return sum(all(s[k] == v for k, v in where.items()) for s in scene["shapes"])
+
+
+def _ordinal(n1: int, n2: int) -> str:
+    return "first" if n1 > n2 else "second" if n2 > n1 else "same"
+
+
+def _match(pattern: str, text: str) -> tuple[str, ...]:
+    m = re.fullmatch(pattern, text)
+    expect(m is not None, f"question {text!r} does not match {pattern!r}")
+    return m.groups()
+
+
+def _shape_answer(task: str, q: str, scene: dict[str, Any], boxes: list | None) -> Any:
+    shapes = scene["shapes"]
+    if task == "shapes/count_all":
+        _match(r"How many shapes are there\?", q)
+        return str(len(shapes))
+    if task == "shapes/count_kind":
+        return str(_count(scene, kind=_match(r"How many (\w+)s are there\?", q)[0]))
+    if task == "shapes/count_colour":
+        return str(_count(scene, colour=_match(r"How many (\w+) shapes are there\?", q)[0]))
+    if task == "shapes/colour":
+        kind = _match(r"What colour is the (\w+)\?", q)[0]
+        return _one([s for s in shapes if s["kind"] == kind], kind)["colour"]
+    if task == "shapes/kind":
+        colour = _match(r"What shape is (\w+)\?", q)[0]
+        return _one([s for s in shapes if s["colour"] == colour], colour)["kind"]
+    if task == "shapes/size":
+        return _named(scene, *_match(r"What size is the (\w+) (\w+)\?", q))["size"]
+    if task == "shapes/position":
+        s = _named(scene, *_match(r"Where is the (\w+) (\w+)\?", q))
+        col, row = s["cx"] * 3 // scene["width"], s["cy"] * 3 // scene["height"]  # from pixels, not cells
+        expect((row, col) == (s["row"], s["col"]), "shape centre outside its cell")
+        return _place(row, col)
+    if task == "shapes/exists":
+        colour, kind = _match(r"Is there a (\w+) (\w+)\?", q)
+        return "yes" if _count(scene, colour=colour, kind=kind) else "no"
+    if task == "shapes/relation":
+        c1, k1, rel, c2, k2 = _match(r"Is the (\w+) (\w+) (left of|right of|above|below) the (\w+) (\w+)\?", q)
+        verdict = _relation(rel, _named(scene, c1, k1), _named(scene, c2, k2))
+        expect(verdict is not None, f"relation {rel!r} is ambiguous in pixels")
+        return "yes" if verdict else "no"
+    if task == "shapes/which":
+        rel, colour, kind = _match(r"What shape is (left of|right of|above|below) the (\w+) (\w+)\?", q)
+        anchor = _named(scene, colour, kind)
+        others = [s for s in shapes if s is not anchor]
+        hit = _one([s for s in others if _relation(rel, s, anchor)], f"shape {rel} the anchor")
+        return f"{hit['colour']} {hit['kind']}"
+    if task in ("grounding/locate", "grounding/describe"):
+        return _grounding_answer(task, q, scene, boxes)
+    raise Mismatch(f"unknown task {task!r}")
+
+
+def _grounding_answer(task: str, q: str, scene: dict[str, Any], boxes: list | None) -> Any:
+    """locate: the named shape's true box; describe: the name of the shape whose box the region is."""
+    w, h = scene["width"], scene["height"]
+    truth = boxes or [extent(s) for s in scene["shapes"]]
+    if task == "grounding/locate":
+        s = _named(scene, *_match(r"Where is the (\w+) (\w+)\? Answer with its bounding box\.", q))
+        return truth[scene["shapes"].index(s)]
+    b = [int(v) for v in _match(r"What shape is in the region <box>\[\[(\d+), (\d+), (\d+), (\d+)\]\]</box>\?", q)]
+    region = (b[0] * w / 1000, b[1] * h / 1000, b[2] * w / 1000, b[3] * h / 1000)
+    hit = _one([s for s, t in zip(scene["shapes"], truth) if box_ok(region, t, boxes is not None)], "the region")
+    return f"{hit['colour']} {hit['kind']}"
+
+
+def _chart_answer(task: str, q: str, scene: dict[str, Any]) -> str:
+    if scene["type"] == "table":
+        rows, cols, cells = scene["rows"], scene["columns"], scene["cells"]
+        if task == "charts/table_cell":
+            r, c = _match(r"In the table, what is the value in row (.+) and column (.+)\?", q)
+            return str(cells[rows.index(r)][cols.index(c)])
+        if task == "charts/table_argmax":
+            c = cols.index(_match(r"Which row has the largest value in column (.+)\?", q)[0])
+            column = [row[c] for row in cells]
+            return _one([{"r": r} for r, v in zip(rows, column) if v == max(column)], "argmax")["r"]
+        expect(task == "charts/table_rows", f"task {task!r} on a table")
+        _match(r"How many rows of data does the table have\?", q)
+        return str(len(rows))
+    table = dict(zip(scene["labels"], scene["values"]))
+    expect(len(table) == len(scene["labels"]), "duplicate chart labels")
+    if task == "charts/value":
+        return str(table[_match(r"What is the value of (.+)\?", q)[0]])
+    if task in ("charts/largest", "charts/smallest"):
+        word = _match(r"Which category has the (largest|smallest) value\?", q)[0]
+        best = (max if word == "largest" else min)(table.values())
+        return _one([{"l": l} for l, v in table.items() if v == best], word)["l"]
+    if task == "charts/compare":
+        a, b = _match(r"Is the value of (.+) greater than the value of (.+)\?", q)
+        expect(table[a] != table[b], "compare asked about equal values")
+        return "yes" if table[a] > table[b] else "no"
+    if task == "charts/count":
+        _match(r"How many categories are there\?", q)
+        return str(len(table))
+    expect(task == "charts/type", f"task {task!r} on a chart")
+    _match(r"What type of chart is this\?", q)
+    return scene["chart"]
+
+
+def _reasoning_answer(q: str, scene: dict[str, Any]) -> int:
+    if scene["type"] == "shapes":
+        if m := re.fullmatch(r"How many (\w+)s and (\w+)s are there in total\?", q):
+            return _count(scene, kind=m[1]) + _count(scene, kind=m[2])
+        if m := re.fullmatch(r"How many more (\w+) shapes than (\w+) shapes are there\?", q):
+            more, fewer = _count(scene, colour=m[1]), _count(scene, colour=m[2])
+            expect(more > fewer, "'how many more' asked with fewer")
+            return more - fewer
+        colour = _match(r"How many shapes are not (\w+)\?", q)[0]
+        return len(scene["shapes"]) - _count(scene, colour=colour)
+    if scene["type"] == "chart":
+        table = dict(zip(scene["labels"], scene["values"]))
+        if m := re.fullmatch(r"What is the sum of the values of (.+) and (.+)\?", q):
+            return table[m[1]] + table[m[2]]
+        if re.fullmatch(r"What is the difference between the largest and the smallest value\?", q):
+            return max(table.values()) - min(table.values())
+        _match(r"What is the total of all the values\?", q)
+        return sum(table.values())
+    if m := re.fullmatch(r"What is the total of column (.+) in the table\?", q):
+        c = scene["columns"].index(m[1])
+        return sum(row[c] for row in scene["cells"])
+    return sum(scene["cells"][scene["rows"].index(_match(r"What is the total of row (.+) in the table\?", q)[0])])
+
+
+def _check_chain(reply: str, expected: int) -> None:
+    m = re.fullmatch(r"<think>\n(.+)\n</think>\n\\boxed\{(-?\d+)\}", reply, flags=re.S)
+    expect(m is not None, "cot reply is not <think>\\n...\\n</think>\\n\\boxed{N}")
+    expect(int(m[2]) == expected, f"boxed {m[2]} != {expected}")
+    results = []
+    for eq in re.finditer(r"(\d+(?: [+-] \d+)+) = (\d+)", m[1]):  # every step's arithmetic must hold
+        terms = eq[1].split(" ")
+        value = int(terms[0])
+        for op, n in zip(terms[1::2], terms[2::2]):
+            value = value + int(n) if op == "+" else value - int(n)
+        expect(value == int(eq[2]), f"wrong step {eq[0]!r}")
+        results.append(value)
+    expect(bool(results) and results[-1] == expected, "the chain's last step does not give the answer")
+
+
+# ------------------------------------------------------------------------------------------- records
+
+
+def _question(record: dict[str, Any]) -> str:
+    text = record["conversations"][0]["value"]
+    text = re.sub(r"^(?:Image-\d+: <image>\n)+", "", text)
+    text = text[len("<image>\n"):] if text.startswith("<image>\n") else text
+    if record.get("kind") == "cot":
+        expect(_SUFFIX_START in text, "cot question without the thinking suffix")
+        text = text[: text.index(_SUFFIX_START)]
+    return text
+
+
+def check_record(record: dict[str, Any], image_root: str | os.PathLike | None = None,
+                 cache: dict | None = None) -> list[str]:
+    """Reasons ``record`` is wrong ([] when every stored answer agrees with the recomputed one).
+
+    With ``image_root`` the images are loaded and checked against the scene too. ``cache`` (any dict,
+    reused across calls) keeps the pixel results of images shared by several records.
+    """
+    try:
+        _check(record, image_root, {} if cache is None else cache)
+    except (Mismatch, KeyError, ValueError, IndexError, TypeError) as exc:
+        return [f"{record.get('id')}: {record.get('task')}: {type(exc).__name__}: {exc}"]
+    return []
+
+
+def _check(record: dict[str, Any], image_root: str | os.PathLike | None, cache: dict) -> None:
+    task, scene, reply, answer = record["task"], record["scene"], record["conversations"][-1]["value"], record["answer"]
+    family = task.split("/")[0]
+    q = _question(record)
+    images = record["image"] if isinstance(record["image"], list) else [record["image"]]
+    scenes = scene["images"] if scene["type"] == "multi" else [scene]
+    expect(len(scenes) == len(images) == record["conversations"][0]["value"].count("<image>"),
+           "images, scenes and placeholders differ in number")
+    boxes = None
+    if image_root is not None:
+        measured = [pixel_boxes(os.path.join(image_root, p), sub, cache) for p, sub in zip(images, scenes)]
+        boxes = measured[0] if scene["type"] == "shapes" else None
+    if family == "captions":
+        check_caption(task, scene, reply)
+        expect(answer == reply, "caption answer differs from the reply")
+    elif family == "reasoning":
+        expected = _reasoning_answer(q, scene)
+        expect(answer == str(expected), f"answer {answer!r} != {expected}")
+        if record["kind"] == "cot":
+            _check_chain(reply, expected)
+        else:
+            expect(reply == str(expected), f"direct reply {reply!r} != {expected}")
+    elif task == "grounding/locate":
+        truth = _grounding_answer(task, q, scene, boxes)
+        w, h = scene["width"], scene["height"]
+        pixel = (answer[0] * w / 1000, answer[1] * h / 1000, answer[2] * w / 1000, answer[3] * h / 1000)
+        expect(box_ok(pixel, truth, boxes is not None), f"box {answer} is not the shape's box {truth}")
+        name = q[len("Where is the "): q.index("?")]
+        expect(reply == f"<ref>{name}</ref><box>[[{', '.join(str(v) for v in answer)}]]</box>", "grounding reply")
+    elif family == "multi_image":
+        first, second = scenes
+        if m := re.fullmatch(r"Which image has more (\w+)s\?", q):
+            if m[1] == "shape":
+                expected = _ordinal(len(first["shapes"]), len(second["shapes"]))
+            else:
+                expected = _ordinal(_count(first, kind=m[1]), _count(second, kind=m[1]))
+            expect(reply == _ORDINAL[expected], "multi-image reply")
+        elif m := re.fullmatch(r"How many shapes are in the (first|second) image\?", q):
+            expected = str(len((first if m[1] == "first" else second)["shapes"]))
+            expect(reply == expected, "multi-image reply")
+        else:
+            colour = _match(r"Do both images contain a (\w+) shape\?", q)[0]
+            expected = "yes" if _count(first, colour=colour) and _count(second, colour=colour) else "no"
+            expect(reply == expected, "multi-image reply")
+        expect(answer == expected, f"answer {answer!r} != {expected!r}")
+    elif family == "ocr":
+        expect(answer == reply == scene["text"], "OCR answer differs from the scene's text")
+        number = bool(re.fullmatch(r"\d+", scene["text"]))
+        expect(number == (task == "ocr/number") and (scene["category"] == "number") == number, "OCR category")
+        expect(q in (("What number is shown?", "What number is written in the image?") if number else
+                      ("What is written here?", "What text is shown in the image?")), "OCR question")
+    else:
+        expected = (_chart_answer(task, q, scene) if family == "charts"
+                    else _shape_answer(task, q, scene, boxes))
+        expect(answer == reply == expected, f"answer {answer!r} / reply {reply!r} != {expected!r}")
+
+
+# ------------------------------------------------------------------------------------------- suites
+
+
+@dataclass
+class CheckReport:
+    checked: int = 0
+    failures: list[str] = field(default_factory=list)
+    tasks: Counter = field(default_factory=Counter)
+    shared_scenes: dict[str, int] = field(default_factory=dict)  # "train&test" -> shared signatures
+    shared_images: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not any(self.shared_scenes.values()) and not any(self.shared_images.values())
+
+
+def check_suite(out_dir: str | os.PathLike, splits: Iterable[str] | None = None, pixels: bool = True,
+                limit: int | None = None) -> CheckReport:
+    """Check every record (or the first ``limit`` per split) and the disjointness of all splits."""
+    out_dir = os.fspath(out_dir)
+    with open(os.path.join(out_dir, "manifest.json"), encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    report = CheckReport()
+    cache: dict = {}
+    signatures: dict[str, set] = {}
+    digests: dict[str, set] = {}
+    for split in splits or manifest["splits"]:
+        signatures[split], digests[split] = set(), set()
+        with open(os.path.join(out_dir, f"{split}.jsonl"), encoding="utf-8") as handle:
+            for number, line in enumerate(handle):
+                record = json.loads(line)
+                signatures[split].update(scene_signature(record["scene"]))
+                for path in record["image"] if isinstance(record["image"], list) else [record["image"]]:
+                    with open(os.path.join(out_dir, path), "rb") as image:
+                        digests[split].add(hashlib.sha256(image.read()).hexdigest())
+                if limit is not None and number >= limit:
+                    continue
+                report.checked += 1
+                report.tasks[record["task"]] += 1
+                report.failures += check_record(record, out_dir if pixels else None, cache)
+    names = sorted(signatures)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            report.shared_scenes[f"{a}&{b}"] = len(signatures[a] & signatures[b])
+            report.shared_images[f"{a}&{b}"] = len(digests[a] & digests[b])
+    return report

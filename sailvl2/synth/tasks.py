@@ -1,0 +1,204 @@
+"""Question / answer generators for the perception families: each is ``(scene, rng) -> list[QA]``.
+
+A generator returns at most one QA per subtask (one randomly chosen instance), so the writer can pick
+subtasks uniformly instead of favouring whichever subtask happens to have the most instances. A subtask is
+left out whenever its question would be ambiguous (a colour asked of a kind that occurs twice, "what is
+above X" with two shapes above X, a largest category that ties), so every stored answer is unique.
+
+Short answers are the replies themselves (``"3"``, ``"red"``, ``"yes"``): a nano model learns a consistent
+format quickly and exact-match scoring stays trivial.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..answers import format_box
+from .charts import ChartScene, TableScene
+from .scene import COLOURS, KINDS, Shape, ShapeScene, TextScene, plural, position_name
+
+__all__ = ["QA", "chart_qas", "grounding_qas", "multi_image_qas", "ocr_qas", "shapes_qas", "table_qas",
+           "unique_shapes"]
+
+
+@dataclass(frozen=True)
+class QA:
+    task: str  # "family/subtask"
+    question: str  # without <image> placeholders; the writer adds them
+    reply: str  # the gpt turn
+    answer: Any  # the short ground truth used for scoring (a string; 4 ints for grounding)
+    kind: str = "direct"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def unique_shapes(scene: ShapeScene) -> list[Shape]:
+    """Shapes whose "colour kind" name picks out exactly one shape (the only ones we may ask about)."""
+    names = Counter(s.name for s in scene.shapes)
+    return [s for s in scene.shapes if names[s.name] == 1]
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _direct(task: str, question: str, answer: str) -> QA:
+    return QA(task, question, answer, answer)
+
+
+# Relation words: (test that `a` is <word> `b`, in grid cells). Only asked across different columns (left /
+# right) or rows (above / below), where the cells make the answer unambiguous.
+_RELATIONS = {
+    "left of": lambda a, b: a.col < b.col,
+    "right of": lambda a, b: a.col > b.col,
+    "above": lambda a, b: a.row < b.row,
+    "below": lambda a, b: a.row > b.row,
+}
+_AXIS = {"left of": "col", "right of": "col", "above": "row", "below": "row"}
+
+
+def shapes_qas(scene: ShapeScene, rng: random.Random) -> list[QA]:
+    shapes = scene.shapes
+    qas = []
+    kinds = Counter(s.kind for s in shapes)
+    colours = Counter(s.colour for s in shapes)
+    # Mostly kinds that are present, sometimes any kind, so "0" is a possible count.
+    kind = rng.choice(tuple(kinds)) if rng.random() < 0.7 else rng.choice(KINDS)
+    qas.append(_direct("shapes/count_kind", f"How many {plural(kind, 2)} are there?", str(kinds[kind])))
+    qas.append(_direct("shapes/count_all", "How many shapes are there?", str(len(shapes))))
+    colour = rng.choice(tuple(colours)) if rng.random() < 0.7 else rng.choice(tuple(COLOURS))
+    qas.append(_direct("shapes/count_colour", f"How many {colour} shapes are there?", str(colours[colour])))
+    lone_kinds = [k for k in kinds if kinds[k] == 1]
+    if lone_kinds:
+        kind = rng.choice(lone_kinds)
+        target = next(s for s in shapes if s.kind == kind)
+        qas.append(_direct("shapes/colour", f"What colour is the {kind}?", target.colour))
+    lone_colours = [c for c in colours if colours[c] == 1]
+    if lone_colours:
+        colour = rng.choice(lone_colours)
+        target = next(s for s in shapes if s.colour == colour)
+        qas.append(_direct("shapes/kind", f"What shape is {colour}?", target.kind))
+    named = unique_shapes(scene)
+    if named:
+        target = rng.choice(named)
+        qas.append(_direct("shapes/size", f"What size is the {target.name}?", target.size))
+        target = rng.choice(named)
+        qas.append(_direct("shapes/position", f"Where is the {target.name}?", position_name(target.row, target.col)))
+    # Existence, balanced: half the time a present (colour, kind), else one that is absent.
+    present = [(s.colour, s.kind) for s in shapes]
+    if rng.random() < 0.5:
+        colour, kind = rng.choice(present)
+    else:
+        absent = [(c, k) for c in COLOURS for k in KINDS if (c, k) not in present]
+        colour, kind = rng.choice(absent)
+    qas.append(_direct("shapes/exists", f"Is there a {colour} {kind}?", _yes_no((colour, kind) in present)))
+    qas += _relation_qas(named, list(shapes), rng)
+    return qas
+
+
+def _relation_qas(named: list[Shape], shapes: list[Shape], rng: random.Random) -> list[QA]:
+    qas = []
+    relation = rng.choice(tuple(_RELATIONS))
+    axis = _AXIS[relation]
+    pairs = [(a, b) for a in named for b in named if getattr(a, axis) != getattr(b, axis)]
+    if pairs:
+        a, b = rng.choice(pairs)
+        qas.append(_direct("shapes/relation", f"Is the {a.name} {relation} the {b.name}?",
+                           _yes_no(_RELATIONS[relation](a, b))))
+    relation = rng.choice(tuple(_RELATIONS))
+    options = []
+    for anchor in named:
+        others = [s for s in shapes if s is not anchor and _RELATIONS[relation](s, anchor)]
+        if len(others) == 1:
+            options.append((anchor, others[0]))
+    if options:
+        anchor, other = rng.choice(options)
+        qas.append(_direct("shapes/which", f"What shape is {relation} the {anchor.name}?", other.name))
+    return qas
+
+
+def grounding_qas(scene: ShapeScene, rng: random.Random) -> list[QA]:
+    """Boxes of uniquely named shapes, both ways: name -> box and box -> name."""
+    named = unique_shapes(scene)
+    if not named:
+        return []
+    size = (scene.width, scene.height)
+    target = rng.choice(named)
+    box = format_box(target.bbox(), size)
+    ints = [int(v) for v in box[len("<box>[["):-len("]]</box>")].split(", ")]
+    locate = QA("grounding/locate", f"Where is the {target.name}? Answer with its bounding box.",
+                f"<ref>{target.name}</ref>{box}", ints)
+    target = rng.choice(named)
+    box = format_box(target.bbox(), size)
+    describe = _direct("grounding/describe", f"What shape is in the region {box}?", target.name)
+    return [locate, describe]
+
+
+def ocr_qas(scene: TextScene, rng: random.Random) -> list[QA]:
+    if scene.category == "number":
+        question = rng.choice(("What number is shown?", "What number is written in the image?"))
+        return [_direct("ocr/number", question, scene.text)]
+    question = rng.choice(("What is written here?", "What text is shown in the image?"))
+    return [_direct(f"ocr/{scene.category}", question, scene.text)]
+
+
+def chart_qas(scene: ChartScene, rng: random.Random) -> list[QA]:
+    labels, values = scene.labels, scene.values
+    qas = []
+    k = rng.randrange(len(labels))
+    qas.append(_direct("charts/value", f"What is the value of {labels[k]}?", str(values[k])))
+    for word, best in (("largest", max(values)), ("smallest", min(values))):
+        if values.count(best) == 1:
+            qas.append(_direct(f"charts/{word}", f"Which category has the {word} value?",
+                               labels[values.index(best)]))
+    unequal = [(i, j) for i in range(len(labels)) for j in range(len(labels)) if values[i] != values[j]]
+    if unequal:
+        i, j = rng.choice(unequal)
+        qas.append(_direct("charts/compare", f"Is the value of {labels[i]} greater than the value of {labels[j]}?",
+                           _yes_no(values[i] > values[j])))
+    qas.append(_direct("charts/count", "How many categories are there?", str(len(labels))))
+    qas.append(_direct("charts/type", "What type of chart is this?", scene.chart))
+    return qas
+
+
+def table_qas(scene: TableScene, rng: random.Random) -> list[QA]:
+    qas = []
+    r, c = rng.randrange(len(scene.rows)), rng.randrange(len(scene.columns))
+    qas.append(_direct("charts/table_cell", f"In the table, what is the value in row {scene.rows[r]} and column "
+                                      f"{scene.columns[c]}?", str(scene.cells[r][c])))
+    c = rng.randrange(len(scene.columns))
+    column = [row[c] for row in scene.cells]
+    if column.count(max(column)) == 1:
+        qas.append(_direct("charts/table_argmax", f"Which row has the largest value in column {scene.columns[c]}?",
+                           scene.rows[column.index(max(column))]))
+    qas.append(_direct("charts/table_rows", "How many rows of data does the table have?", str(len(scene.rows))))
+    return qas
+
+
+_ORDINAL_REPLY = {"first": "The first image.", "second": "The second image.", "same": "They have the same number."}
+
+
+def multi_image_qas(scenes: tuple[ShapeScene, ShapeScene], rng: random.Random) -> list[QA]:
+    first, second = scenes
+    qas = []
+    present = sorted({s.kind for sc in scenes for s in sc.shapes}, key=KINDS.index)
+    kind = rng.choice(present)
+    n1, n2 = (sum(s.kind == kind for s in sc.shapes) for sc in scenes)
+    verdict = "first" if n1 > n2 else "second" if n2 > n1 else "same"
+    qas.append(QA("multi_image/compare_kind", f"Which image has more {plural(kind, 2)}?",
+                  _ORDINAL_REPLY[verdict], verdict))
+    n1, n2 = len(first.shapes), len(second.shapes)
+    verdict = "first" if n1 > n2 else "second" if n2 > n1 else "same"
+    qas.append(QA("multi_image/compare_all", "Which image has more shapes?", _ORDINAL_REPLY[verdict], verdict))
+    which = rng.choice(("first", "second"))
+    scene = first if which == "first" else second
+    qas.append(_direct("multi_image/count", f"How many shapes are in the {which} image?", str(len(scene.shapes))))
+    # Balanced: half the time a colour both images share (when there is one), else one that is missing
+    # from at least one of them.
+    shared = [c for c in COLOURS if all(any(s.colour == c for s in sc.shapes) for sc in scenes)]
+    colour = rng.choice(shared if shared and rng.random() < 0.5 else [c for c in COLOURS if c not in shared])
+    both = colour in shared
+    qas.append(_direct("multi_image/both", f"Do both images contain a {colour} shape?", _yes_no(both)))
+    return qas

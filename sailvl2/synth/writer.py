@@ -1,0 +1,304 @@
+"""Write a synthetic suite: ``{split}.jsonl``, ``images/{split}/*.png``, per-family files, mixtures, manifest.
+
+Determinism: item ``j`` of split ``s`` is planned from its own RNG, seeded by (version, seed, split, j), and
+its family comes from a fixed weighted cycle, so items never depend on each other. Rendering is a pure
+function of the scene, so the pool only changes who draws an image, never its bytes.
+
+Disjoint splits by construction: every scene's signatures (for shapes the sorted (kind, colour, size, row,
+col) tuple, for text each case-folded word, for charts and tables their labels and values) are hashed into
+1000 buckets, and each split owns a fixed range of buckets. A split only keeps scenes whose signatures all
+fall in its own buckets (others are redrawn), so no scene (and no OCR word) can occur in two splits,
+whatever the sizes or the order of generation, even for suites generated separately with the same seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_all_start_methods, get_context
+from pathlib import Path
+from typing import Any
+
+from .captions import caption_qas
+from .charts import sample_chart_scene, sample_table_scene
+from .reasoning import reasoning_qas
+from .scene import sample_shape_scene, sample_text_scene
+from .tasks import QA, chart_qas, grounding_qas, multi_image_qas, ocr_qas, shapes_qas, table_qas, unique_shapes
+
+__all__ = ["FAMILIES", "GENERATOR_VERSION", "SPLIT_BUCKETS", "Item", "generate_suite", "plan_item", "split_of"]
+
+GENERATOR_VERSION = "1"
+# Relative frequency of each family's items, and how many subtasks one image serves at most.
+FAMILIES: dict[str, tuple[int, int]] = {
+    "shapes": (3, 3), "ocr": (2, 1), "charts": (2, 2), "reasoning": (2, 1), "grounding": (2, 2),
+    "multi_image": (1, 2), "captions": (2, 2),
+}
+# Buckets [start, end) of 1000 owned by each split: fixed, so disjointness never depends on `sizes`.
+SPLIT_BUCKETS: dict[str, tuple[int, int]] = {"train": (0, 800), "val": (800, 900), "test": (900, 1000)}
+_MAX_DRAWS = 20_000
+_IMAGE_TAG = "<image>"
+
+
+def split_of(signature: tuple) -> str:
+    """The split that owns a scene signature (a tuple of strings and ints)."""
+    bucket = int.from_bytes(hashlib.sha256(repr(signature).encode()).digest()[:8], "big") % 1000
+    return next(name for name, (lo, hi) in SPLIT_BUCKETS.items() if lo <= bucket < hi)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One planned image (or image pair) and the QAs asked about it."""
+
+    split: str
+    index: int
+    family: str
+    scenes: tuple[Any, ...]
+    qas: tuple[QA, ...]
+
+
+def _draw(rng: random.Random, split: str, sampler: Callable[[random.Random], Any],
+          accept: Callable[[Any], bool] = lambda scene: True) -> Any:
+    for _ in range(_MAX_DRAWS):
+        scene = sampler(rng)
+        if all(split_of(sig) == split for sig in scene.signatures()) and accept(scene):
+            return scene
+    raise RuntimeError(f"no scene for split {split!r} after {_MAX_DRAWS} draws")
+
+
+def _pick(rng: random.Random, qas: list[QA], limit: int) -> tuple[QA, ...]:
+    """Up to ``limit`` distinct subtasks, uniformly; all QAs of a chosen subtask (cot + direct twins)."""
+    tasks = list(dict.fromkeys(qa.task for qa in qas))
+    chosen = set(rng.sample(tasks, min(limit, len(tasks))))
+    return tuple(qa for qa in qas if qa.task in chosen)
+
+
+def plan_item(seed: int, split: str, index: int, family: str, size: tuple[int, int] = (224, 224),
+              cot_suffix: bool = True) -> Item:
+    """Scenes and QAs of item ``index`` of ``split`` (a pure function of its arguments)."""
+    rng = random.Random(f"sailvl2.synth:{GENERATOR_VERSION}:{seed}:{split}:{index}")
+    w, h = size
+    shapes = lambda r: sample_shape_scene(r, w, h)  # noqa: E731
+    other = rng.random()
+    if family == "shapes":
+        scenes = (_draw(rng, split, shapes),)
+        qas = shapes_qas(scenes[0], rng)
+    elif family == "ocr":
+        scenes = (_draw(rng, split, lambda r: sample_text_scene(r, w, h)),)
+        qas = ocr_qas(scenes[0], rng)
+    elif family == "charts":
+        if other < 0.7:
+            scenes = (_draw(rng, split, lambda r: sample_chart_scene(r, w, h)),)
+            qas = chart_qas(scenes[0], rng)
+        else:
+            scenes = (_draw(rng, split, lambda r: sample_table_scene(r, w, h)),)
+            qas = table_qas(scenes[0], rng)
+    elif family == "reasoning":
+        sampler = shapes if other < 0.5 else (
+            (lambda r: sample_chart_scene(r, w, h)) if other < 0.8 else (lambda r: sample_table_scene(r, w, h)))
+        scenes = (_draw(rng, split, sampler),)
+        qas = reasoning_qas(scenes[0], rng, cot_suffix=cot_suffix)
+    elif family == "grounding":
+        scenes = (_draw(rng, split, shapes, lambda s: bool(unique_shapes(s))),)
+        qas = grounding_qas(scenes[0], rng)
+    elif family == "multi_image":
+        scenes = (_draw(rng, split, shapes), _draw(rng, split, shapes))
+        qas = multi_image_qas(scenes, rng)
+    elif family == "captions":
+        sampler = shapes if other < 0.6 else (
+            (lambda r: sample_text_scene(r, w, h)) if other < 0.75 else
+            (lambda r: sample_chart_scene(r, w, h)) if other < 0.9 else (lambda r: sample_table_scene(r, w, h)))
+        scenes = (_draw(rng, split, sampler),)
+        qas = caption_qas(scenes[0], rng)
+    else:
+        raise ValueError(f"unknown family {family!r}; expected one of {list(FAMILIES)}")
+    return Item(split, index, family, scenes, _pick(rng, qas, FAMILIES[family][1]))
+
+
+def _cycle(weights: Mapping[str, int]) -> list[str]:
+    """The fixed family order: each family repeated by its weight, interleaved round-robin."""
+    order: list[str] = []
+    for turn in range(max(weights.values())):
+        order += [f for f, weight in weights.items() if weight > turn]
+    return order
+
+
+def _image_paths(item: Item) -> list[str]:
+    stem = f"images/{item.split}/{item.index:06d}"
+    if len(item.scenes) == 1:
+        return [stem + ".png"]
+    return [f"{stem}-{k + 1}.png" for k in range(len(item.scenes))]
+
+
+def _record(item: Item, number: int, qa: QA) -> dict[str, Any]:
+    paths = _image_paths(item)
+    if len(paths) == 1:
+        prompt, image, scene = f"{_IMAGE_TAG}\n{qa.question}", paths[0], item.scenes[0].to_dict()
+    else:
+        tags = "".join(f"Image-{k + 1}: {_IMAGE_TAG}\n" for k in range(len(paths)))
+        prompt, image = tags + qa.question, paths
+        scene = {"type": "multi", "images": [s.to_dict() for s in item.scenes]}
+    return {"id": f"{item.split}-{item.index:06d}-{number}", "image": image,
+            "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": qa.reply}],
+            "kind": qa.kind, "task": qa.task, "answer": qa.answer, "scene": scene}
+
+
+def _render_batch(jobs: list[tuple[str, Any]]) -> None:
+    for path, scene in jobs:
+        scene.render().save(path, format="PNG")
+
+
+def _stream(record: dict[str, Any]) -> str:
+    family = record["task"].split("/")[0]
+    return family + "-cot" if record["kind"] == "cot" else family
+
+
+# Mixtures for the ladder: (mixture name, [stream names]); cot streams get kind: cot.
+_MIXTURES = {
+    "captions": ["captions"],
+    "multitask": ["captions", "shapes", "ocr", "charts", "grounding", "multi_image", "reasoning"],
+    "sft": ["shapes", "ocr", "charts", "grounding", "multi_image", "reasoning"],
+    "cot": ["reasoning-cot", "reasoning"],
+}
+
+
+def _dump(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False)
+
+
+def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str, int] | None = None,
+                   families: Iterable[str] | Mapping[str, int] | None = None, *,
+                   image_size: int | tuple[int, int] = 224, workers: int | None = None, cot_suffix: bool = True,
+                   overwrite: bool = False) -> dict[str, Any]:
+    """Generate the suite into ``out_dir`` and return its manifest (also written to ``manifest.json``).
+
+    ``sizes`` maps split names (``train``, ``val``, ``test``) to numbers of records; ``families`` picks
+    from :data:`FAMILIES` (default all, at their default weights), or maps families to integer weights
+    (items of a family per cycle). ``workers`` processes render the images (default: up to 2); the
+    files are byte-identical for any worker count. An existing suite in ``out_dir`` is replaced only with
+    ``overwrite=True`` (its images, JSONL files, mixtures and manifest are removed first).
+    """
+    sizes = dict(sizes or {"train": 2000, "val": 200, "test": 200})
+    unknown = sorted(set(sizes) - set(SPLIT_BUCKETS))
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; expected some of {list(SPLIT_BUCKETS)}")
+    if isinstance(families, Mapping):
+        weights = {str(f): int(w) for f, w in families.items()}
+    else:
+        weights = {f: FAMILIES[f][0] if f in FAMILIES else 1 for f in dict.fromkeys(families or FAMILIES)}
+    bad = [f for f in weights if f not in FAMILIES]
+    if bad or not weights or min(weights.values()) < 1:
+        raise ValueError(f"unknown families {bad} or weights below 1; expected some of {list(FAMILIES)}")
+    families = list(weights)
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    out = Path(out_dir)
+    _prepare(out, overwrite)
+    order = _cycle(weights)
+    records: dict[str, list[dict[str, Any]]] = {}
+    jobs: list[tuple[str, Any]] = []
+    manifest_splits: dict[str, Any] = {}
+    for split, wanted in sizes.items():
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+        rows: list[dict[str, Any]] = []
+        index = images = 0
+        while len(rows) < wanted:
+            item = plan_item(seed, split, index, order[index % len(order)], size, cot_suffix)
+            take = item.qas[: wanted - len(rows)]
+            rows += [_record(item, n, qa) for n, qa in enumerate(take)]
+            if take:
+                jobs += [(str(out / p), s) for p, s in zip(_image_paths(item), item.scenes)]
+                images += len(item.scenes)
+            index += 1
+        records[split] = rows
+        manifest_splits[split] = {
+            "file": f"{split}.jsonl", "records": len(rows), "items": index,
+            "images": images,
+            "families": dict(sorted(Counter(r["task"].split("/")[0] for r in rows).items())),
+            "tasks": dict(sorted(Counter(r["task"] for r in rows).items())),
+            "kinds": dict(sorted(Counter(r["kind"] for r in rows).items())),
+        }
+    _render(jobs, workers)
+    for split, rows in records.items():
+        _write_jsonl(out / f"{split}.jsonl", rows, "")
+        by_stream: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_stream.setdefault(_stream(row), []).append(row)
+        for stream, group in sorted(by_stream.items()):
+            _write_jsonl(out / "families" / f"{split}-{stream}.jsonl", group, "../")
+        manifest_splits[split]["streams"] = {s: len(g) for s, g in sorted(by_stream.items())}
+    mixtures = _write_mixtures(out, manifest_splits.get("train", {}).get("streams", {}))
+    manifest = {"generator": "sailvl2.synth", "version": GENERATOR_VERSION, "seed": seed,
+                "image_size": list(size), "families": weights, "cot_suffix": cot_suffix,
+                "split_buckets": {k: list(v) for k, v in SPLIT_BUCKETS.items() if k in sizes},
+                "splits": manifest_splits, "mixtures": mixtures}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _prepare(out: Path, overwrite: bool) -> None:
+    old = out / "manifest.json"
+    if old.exists():
+        if not overwrite:
+            raise FileExistsError(f"{out} already holds a suite; pass overwrite=True to replace it")
+        previous = json.loads(old.read_text(encoding="utf-8"))
+        for split in previous.get("splits", {}):
+            (out / f"{split}.jsonl").unlink(missing_ok=True)
+        for sub in ("images", "families", "mixtures"):  # only the folders a suite writes
+            shutil.rmtree(out / sub, ignore_errors=True)
+        old.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _render(jobs: list[tuple[str, Any]], workers: int | None) -> None:
+    workers = min(2, os.cpu_count() or 1) if workers is None else max(1, workers)
+    if workers == 1 or len(jobs) < 64:
+        _render_batch(jobs)
+        return
+    chunk = max(16, len(jobs) // (workers * 8))
+    batches = [jobs[k:k + chunk] for k in range(0, len(jobs), chunk)]
+    # fork keeps start-up cheap (no re-import of torch in the children); the children only use PIL.
+    context = get_context("fork") if "fork" in get_all_start_methods() else get_context()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        for _ in pool.map(_render_batch, batches):
+            pass
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]], prefix: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        for row in rows:
+            if prefix:
+                image = row["image"]
+                row = dict(row, image=prefix + image if isinstance(image, str) else [prefix + p for p in image])
+            handle.write(_dump(row) + "\n")
+
+
+def _write_mixtures(out: Path, streams: Mapping[str, int]) -> dict[str, list[str]]:
+    """``mixtures/*.yaml`` over the train streams that exist (JSON-quoted strings are valid YAML)."""
+    written: dict[str, list[str]] = {}
+    if not streams:
+        return written
+    folder = out / "mixtures"
+    folder.mkdir(parents=True, exist_ok=True)
+    every = {"all": ["*"]}
+    for name, wanted in {**_MIXTURES, **every}.items():
+        lines = ["# Generated by sailvl2.synth; paths are relative to this file.", "datasets:"]
+        if wanted == ["*"]:
+            lines.append('  - {name: all, path: "../train.jsonl", max_num: 1}')
+            used = ["all"]
+        else:
+            used = [s for s in wanted if streams.get(s)]
+            for stream in used:
+                kind = ", kind: cot" if stream.endswith("-cot") else ""
+                lines.append(f'  - {{name: {json.dumps(stream)}, path: "../families/train-{stream}.jsonl", '
+                             f"max_num: 1{kind}}}")
+        if used:
+            (folder / f"{name}.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            written[name] = used
+    return written

@@ -1,0 +1,218 @@
+"""The synthetic suite (sailvl2.synth): determinism, disjoint splits, answers re-derived independently,
+pixels that agree with the scenes, and records the training engine accepts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sailvl2.data.mixture import MixtureConfig
+from sailvl2.data.readers import iter_records
+from sailvl2.data.records import Record, validate_record
+from sailvl2.synth import FAMILIES, check_record, check_suite, generate_suite, scene_from_dict, split_of
+from sailvl2.synth.checker import scene_signature
+from sailvl2.synth.scene import COLOURS, KINDS, SIZES, sample_shape_scene
+
+SMALL = {"train": 300, "val": 60, "test": 60}
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every family at equal weight, so each gets a few hundred records across the splits."""
+    out = tmp_path_factory.mktemp("synth") / "suite"
+    generate_suite(out, seed=7, sizes={"train": 2400, "val": 600, "test": 600},
+                   families={f: 1 for f in FAMILIES}, workers=2)
+    return out
+
+
+def test_same_seed_same_bytes_any_workers_and_other_seed_differs(tmp_path: Path) -> None:
+    generate_suite(tmp_path / "a", seed=3, sizes=SMALL, workers=2)
+    generate_suite(tmp_path / "b", seed=3, sizes=SMALL, workers=1)
+    generate_suite(tmp_path / "c", seed=4, sizes=SMALL, workers=2)
+    a, b, c = (_digests(tmp_path / name) for name in "abc")
+    assert len(a) > 100 and a == b
+    assert a["train.jsonl"] != c["train.jsonl"]
+    assert set(a.values()) != set(c.values())
+    with pytest.raises(FileExistsError):
+        generate_suite(tmp_path / "a", seed=3, sizes=SMALL)
+    generate_suite(tmp_path / "a", seed=3, sizes=SMALL, overwrite=True)
+    assert _digests(tmp_path / "a") == a
+
+
+def test_manifest_counts(suite: Path) -> None:
+    manifest = json.loads((suite / "manifest.json").read_text())
+    for split, info in manifest["splits"].items():
+        rows = _records(suite / f"{split}.jsonl")
+        assert len(rows) == info["records"] == sum(info["tasks"].values()) == sum(info["streams"].values())
+        images = {p for r in rows for p in ([r["image"]] if isinstance(r["image"], str) else r["image"])}
+        assert len(images) == info["images"] == len(list((suite / "images" / split).iterdir()))
+        assert all(r["task"].split("/")[0] in FAMILIES for r in rows)
+    assert manifest["seed"] == 7 and manifest["version"]
+
+
+def test_splits_disjoint(suite: Path) -> None:
+    signatures, images = {}, {}
+    for split in ("train", "val", "test"):
+        rows = _records(suite / f"{split}.jsonl")
+        signatures[split] = {sig for r in rows for sig in scene_signature(r["scene"])}
+        # by construction: every scene belongs to its split's hash buckets
+        assert all(split_of(sig) == split for sig in signatures[split])
+        images[split] = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (suite / "images" / split).iterdir()}
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        assert not signatures[a] & signatures[b]
+        assert not images[a] & images[b]
+
+
+def test_independent_checker_agrees_on_every_record(suite: Path) -> None:
+    report = check_suite(suite)
+    assert report.failures == []
+    assert report.ok
+    families = {}
+    for task, n in report.tasks.items():
+        families[task.split("/")[0]] = families.get(task.split("/")[0], 0) + n
+    assert set(families) == set(FAMILIES)
+    assert min(families.values()) >= 200, families
+    assert len(report.tasks) >= 35
+
+
+def _mutate(record: dict, rng: random.Random) -> dict:
+    """A copy with a wrong answer that still looks plausible (the checker must notice)."""
+    r = json.loads(json.dumps(record))
+    reply, answer = r["conversations"][-1]["value"], r["answer"]
+
+    def set_both(new_reply: str, new_answer) -> None:
+        r["conversations"][-1]["value"], r["answer"] = new_reply, new_answer
+
+    if r["kind"] == "cot":
+        n = int(re.search(r"\\boxed\{(-?\d+)\}", reply)[1])
+        set_both(reply.replace(f"\\boxed{{{n}}}", f"\\boxed{{{n + 1}}}"), answer)
+    elif isinstance(answer, list):
+        moved = [answer[0] + 12, answer[1], min(1000, answer[2] + 12), answer[3]]
+        set_both(reply.replace(", ".join(map(str, answer)), ", ".join(map(str, moved))), moved)
+    elif r["task"].startswith("captions/"):
+        words = [w for w in re.findall(r"[A-Za-z]+|\d+", reply)]
+        target = rng.choice([w for w in words if w.isdigit() or w in COLOURS or w in KINDS or w in SIZES] or words)
+        new = str(int(target) + 1) if target.isdigit() else (
+            next(c for c in (*COLOURS, *KINDS, *SIZES) if c != target and
+                 ((c in COLOURS) == (target in COLOURS) and (c in KINDS) == (target in KINDS)))
+            if target in (*COLOURS, *KINDS, *SIZES) else target + "x")
+        mutated = re.sub(rf"\b{re.escape(target)}\b", new, reply, count=1)
+        set_both(mutated, mutated)
+    elif answer.isdigit():
+        set_both(str(int(answer) + 1), str(int(answer) + 1))
+    elif answer in ("yes", "no"):
+        flipped = "no" if answer == "yes" else "yes"
+        set_both(flipped, flipped)
+    elif answer in ("first", "second", "same"):
+        other = {"first": "second", "second": "same", "same": "first"}[answer]
+        set_both({"first": "The first image.", "second": "The second image.",
+                  "same": "They have the same number."}[other], other)
+    elif answer in COLOURS:
+        other = next(c for c in COLOURS if c != answer)
+        set_both(other, other)
+    elif " " in answer and answer.split(" ")[0] in COLOURS:  # "red star" -> "red circle"
+        colour, kind = answer.split(" ", 1)
+        other = f"{colour} {next(k for k in KINDS if k != kind)}"
+        set_both(other, other)
+    else:
+        set_both(answer + "s", answer + "s")
+    return r
+
+
+def test_checker_rejects_wrong_answers(suite: Path) -> None:
+    rng = random.Random(0)
+    per_task: dict[str, int] = {}
+    for record in _records(suite / "val.jsonl"):
+        key = f"{record['task']}:{record['kind']}"
+        if per_task.get(key, 0) >= 8:
+            continue
+        per_task[key] = per_task.get(key, 0) + 1
+        assert check_record(record, suite) == []
+        assert check_record(_mutate(record, rng), suite), (record["task"], record["conversations"][-1])
+    assert len(per_task) >= 30
+    # A scene that disagrees with its pixels is caught too.
+    record = next(r for r in _records(suite / "test.jsonl") if r["task"] == "shapes/count_all")
+    shape = record["scene"]["shapes"][0]
+    shape["rgb"] = list(COLOURS["black" if shape["colour"] != "black" else "red"])
+    assert check_record(record, suite)
+
+
+def test_pixels_agree_with_scene(suite: Path) -> None:
+    checked = 0
+    for record in _records(suite / "train.jsonl")[:600]:
+        scenes = record["scene"]["images"] if record["scene"]["type"] == "multi" else [record["scene"]]
+        paths = record["image"] if isinstance(record["image"], list) else [record["image"]]
+        for scene, path in zip(scenes, paths):
+            if scene["type"] != "shapes":
+                continue
+            pixels = np.asarray(Image.open(suite / path).convert("RGB"))
+            assert pixels.shape == (scene["height"], scene["width"], 3)
+            for shape in scene["shapes"]:
+                assert tuple(pixels[shape["cy"], shape["cx"]]) == COLOURS[shape["colour"]]
+            assert tuple(pixels[0, 0]) in {(255, 255, 255), (232, 232, 232), (250, 244, 225), (228, 238, 252)}
+            checked += 1
+    assert checked > 100
+
+
+def test_shape_bbox_is_the_drawn_bbox() -> None:
+    """Each shape's geometric box equals PIL's drawn pixels exactly (what grounding answers use)."""
+    for seed in range(60):
+        scene = sample_shape_scene(random.Random(seed))
+        for shape in scene.shapes:
+            alone = type(scene)(scene.width, scene.height, "white", (shape,))
+            ink = Image.fromarray((np.asarray(alone.render()) != 255).any(axis=2).astype(np.uint8) * 255)
+            assert ink.getbbox() == shape.bbox(), shape
+        assert scene_from_dict(json.loads(json.dumps(scene.to_dict()))) == scene
+
+
+def test_records_load_and_validate(suite: Path) -> None:
+    files = [suite / f"{s}.jsonl" for s in ("train", "val", "test")] + sorted((suite / "families").glob("*.jsonl"))
+    for path in files:
+        n = 0
+        for record in iter_records(str(path)):
+            assert isinstance(record, Record), record
+            assert validate_record(record) is None
+            placeholders = sum(t.value.count("<image>") for t in record.conversations)
+            assert placeholders == len(record.images) >= 1
+            n += 1
+        assert n == len(path.read_text().splitlines())
+    names = {p.stem for p in (suite / "mixtures").glob("*.yaml")}
+    assert {"captions", "multitask", "sft", "cot", "all"} <= names
+    for path in (suite / "mixtures").glob("*.yaml"):
+        config = MixtureConfig.from_yaml(path)
+        assert all(d.max_num == 1 for d in config.datasets)
+    cot = MixtureConfig.from_yaml(suite / "mixtures" / "cot.yaml")
+    assert {d.kind for d in cot.datasets} == {"cot", "direct"}
+
+
+def test_cot_replies_and_direct_twins(suite: Path) -> None:
+    rows = _records(suite / "train.jsonl")
+    cot = [r for r in rows if r["kind"] == "cot"]
+    assert len(cot) > 50
+    direct = {(r["image"], r["task"]): r for r in rows if r["kind"] == "direct" and r["task"].startswith("reasoning/")}
+    twins = 0
+    for r in cot:
+        m = re.fullmatch(r"<think>\n(.+)\n</think>\n\\boxed\{(\d+)\}", r["conversations"][-1]["value"], re.S)
+        assert m and m[2] == r["answer"] and "<think>" not in m[1]
+        twin = direct.get((r["image"], r["task"]))
+        if twin:
+            twins += 1
+            assert twin["answer"] == r["answer"] == twin["conversations"][-1]["value"]
+            assert r["conversations"][0]["value"].startswith(twin["conversations"][0]["value"])
+    assert twins >= len(cot) - 1  # only the very last item of a split may lose its direct twin
