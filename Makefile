@@ -1,6 +1,7 @@
 # sailvl2 developer entry points. Every target sets up what it needs first.
 #   make demo   - chat about bundled images with the default model (CPU, offline)
 #   make test   - the whole test suite
+#   make nano   - generate the task suite, train the nano model from scratch, write runs/nano/report.md
 #   make bench  - benchmarks/inference.py (prints a table, writes benchmarks/results/inference.json)
 #   make bench-packing - benchmarks/packing.py (packed vs padded training; ~4 min, ~6 GB)
 PYTHON ?= python3.11
@@ -10,7 +11,7 @@ PY := $(VENV)/bin/python
 # CUDA build of torch into $(VENV) yourself (or pass TORCH_SPEC=...) before `make setup`.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test bench bench-packing clean
+.PHONY: setup demo test nano bench bench-packing clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +26,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+nano: setup
+	$(PY) -m sailvl2.cli nano --out runs/nano
 
 bench: setup
 	$(PY) benchmarks/inference.py --json benchmarks/results/inference.json

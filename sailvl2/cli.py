@@ -4,6 +4,7 @@
     sailvl2 chat --model DIR --image cat.png                               # interactive prompt
     sailvl2 info DIR                                                       # architecture and sizes
     sailvl2 train RECIPE [key=value ...]                                   # train (also under torchrun)
+    sailvl2 nano [--preset smoke]                                          # nano ladder from scratch + report
     sailvl2 soup CKPT... --out DIR [--weights W...]                        # weighted average of checkpoints
 """
 
@@ -43,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="key=value settings, e.g. max_steps=100 optim.lr.llm=1e-5")
     train.add_argument("--no-resume", action="store_true", help="start over even if the run has checkpoints")
     train.add_argument("--device", default=None)
+
+    nano = commands.add_parser("nano", help="generate the task suite and train the nano model from scratch")
+    nano.add_argument("--out", default="runs/nano", help="output folder (data, stage runs, report.md)")
+    nano.add_argument("--preset", choices=("full", "smoke"), default="full")
+    nano.add_argument("--seed", type=int, default=0)
 
     soup = commands.add_parser("soup", help="average homogeneous checkpoints into one (model soup)")
     soup.add_argument("checkpoints", nargs="+", help="checkpoint directories with identical architectures")
@@ -169,6 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _soup(args)
         if args.command == "train":
             return _train(args)
+        if args.command == "nano":
+            from .nano.ladder import run_ladder
+
+            run_ladder(args.out, preset=args.preset, seed=args.seed)
+            print((Path(args.out) / "report.md").read_text())
+            return 0
         return _chat(args) if args.command == "chat" else _info(args)
     except SailVL2Error as err:
         print(f"sailvl2: error: {err}", file=sys.stderr)

@@ -1,0 +1,22 @@
+"""CI-sized run of the nano ladder: suite -> tokenizer -> four stages -> evaluation report."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from sailvl2.cli import main as cli_main
+
+
+def test_smoke_ladder_trains_every_stage_and_reports(tmp_path, capsys):
+    torch.set_num_threads(2)
+    assert cli_main(["nano", "--preset", "smoke", "--out", str(tmp_path / "nano")]) == 0
+    report = json.loads((tmp_path / "nano" / "report.json").read_text())
+    assert [s["stage"] for s in report["stages"]] == ["align", "multitask", "sft", "longcot"]
+    for stage in report["stages"]:
+        assert stage["last_loss"] < stage["first_loss"], stage["stage"]  # the loss falls at every stage
+        assert stage["accuracy"] and all(0.0 <= v["accuracy"] <= 1.0 for v in stage["accuracy"].values())
+        assert (tmp_path / "nano" / stage["stage"] / "loss.png").is_file()
+    assert "| task | n |" in capsys.readouterr().out
+    assert (tmp_path / "nano" / "longcot" / "final" / "model.safetensors").is_file()
