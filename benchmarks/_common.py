@@ -49,3 +49,14 @@ def finish(results: dict[str, Any], started: float, cpu_before: tuple[float, flo
         json_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {json_path}")
     return results
+
+
+def print_rows(title: str, rows: list[tuple[str, str]], results: dict[str, Any]) -> None:
+    """The aligned results table, plus a warning when other processes loaded the machine."""
+    width = max(len(name) for name, _ in rows)
+    print(title)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    share = results["machine"]["other_processes_cpu_share"]
+    if share is not None and share > 0.05:
+        print(f"  note: other processes used {share:.0%} of the CPUs during the run; timings are inflated")

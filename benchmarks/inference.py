@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from _common import cpu_snapshot, finish
+from _common import cpu_snapshot, finish, print_rows
 from sailvl2.configuration import SAILVLConfig
 from sailvl2.generation.generate import stream_tokens
 from sailvl2.modeling.sailvl import SAILVLModel
@@ -202,14 +202,8 @@ def print_table(results: dict[str, Any]) -> None:
         ("decode batch 8 (aggregate)", f"{dec['batch8_tokens_per_s']:.1f} tok/s"),
         ("peak RSS", f"{results['peak_rss_mb']:.0f} MB"),
     ]
-    width = max(len(name) for name, _ in rows)
-    print(f"sailvl2 inference benchmark  (torch {results['torch']}, {results['threads']} threads"
-          f"{', quick' if results['quick'] else ''})")
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
-    share = results["machine"]["other_processes_cpu_share"]
-    if share is not None and share > 0.05:
-        print(f"  note: other processes used {share:.0%} of the CPUs during the run; timings are inflated")
+    print_rows(f"sailvl2 inference benchmark  (torch {results['torch']}, {results['threads']} threads"
+               f"{', quick' if results['quick'] else ''})", rows, results)
     pt = tg["preprocess_speedup"]
     met_by = ", ".join(pt["met_by"]) or "neither measure"
     print(f"  target preprocess speedup >= {pt['target']:.0f}x: {'MET' if pt['met'] else 'NOT MET'} "

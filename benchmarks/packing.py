@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from _common import cpu_snapshot, finish
+from _common import cpu_snapshot, finish, print_rows
 from sailvl2.modeling.sailvl import SAILVLModel
 from sailvl2.processing import SAILVLProcessor
 from sailvl2.tiny import TINY_LLM, TINY_VISION, build_random_checkpoint
@@ -215,14 +215,8 @@ def print_table(results: dict[str, Any]) -> None:
         ("train tokens/s, padded", f"{speed['padded_tokens_per_s']:.0f} tok/s  ({speed['padded_s']:.2f} s/pass)"),
         ("peak RSS", f"{results['peak_rss_mb']:.0f} MB"),
     ]
-    width = max(len(name) for name, _ in rows)
-    print(f"sailvl2 packing benchmark  (torch {results['torch']}, {results['threads']} threads"
-          f"{', quick' if results['quick'] else ''}, {speed['repeats']} timed passes, median)")
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
-    share = results["machine"]["other_processes_cpu_share"]
-    if share is not None and share > 0.05:
-        print(f"  note: other processes used {share:.0%} of the CPUs during the run; timings are inflated")
+    print_rows(f"sailvl2 packing benchmark  (torch {results['torch']}, {results['threads']} threads"
+               f"{', quick' if results['quick'] else ''}, {speed['repeats']} timed passes, median)", rows, results)
     ft, st = tg["packed_fraction"], tg["speedup"]
     print(f"  target packed non-pad fraction >= {ft['target']:.0%}: {'MET' if ft['met'] else 'NOT MET'} "
           f"({ft['value']:.2%})")
