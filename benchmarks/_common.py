@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -60,3 +61,12 @@ def print_rows(title: str, rows: list[tuple[str, str]], results: dict[str, Any])
     share = results["machine"]["other_processes_cpu_share"]
     if share is not None and share > 0.05:
         print(f"  note: other processes used {share:.0%} of the CPUs during the run; timings are inflated")
+
+
+def base_parser(description: str, quick_help: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes: --json, --threads (default 2), --quick."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    return parser

@@ -12,19 +12,17 @@ Timings are medians of several repeats after warmups; nothing here asserts on ti
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
-from _common import cpu_snapshot, finish, print_rows
+from _common import base_parser, cpu_snapshot, finish, print_rows
 from sailvl2.configuration import SAILVLConfig
 from sailvl2.generation.generate import stream_tokens
 from sailvl2.modeling.sailvl import SAILVLModel
@@ -214,10 +212,7 @@ def print_table(results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, help="write the results here as JSON")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and shorter prompts (for tests)")
+    parser = base_parser(__doc__.splitlines()[0], "fewer repeats and shorter prompts (for tests)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     repeats = 3 if args.quick else 7

@@ -30,7 +30,6 @@ Nothing here asserts on time.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import platform
@@ -44,7 +43,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from _common import cpu_snapshot, finish, print_rows
+from _common import base_parser, cpu_snapshot, finish, print_rows
 from sailvl2.modeling.sailvl import SAILVLModel
 from sailvl2.processing import SAILVLProcessor
 from sailvl2.tiny import TINY_LLM, TINY_VISION, build_random_checkpoint
@@ -225,10 +224,7 @@ def print_table(results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, help="write the results here as JSON")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter samples and fewer repeats (< 60 s)")
+    parser = base_parser(__doc__.splitlines()[0], "fewer, shorter samples and fewer repeats (< 60 s)")
     parser.add_argument("--repeats", type=int, help="timed passes per side (default 2, 1 with --quick)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
