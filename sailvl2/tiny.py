@@ -47,14 +47,20 @@ TINY_MOE_LLM: dict[str, Any] = {
 }
 
 
-def build_tokenizer(directory: Path, vocab_size: int = 800, corpus: Iterable[str] | None = None) -> dict[str, int]:
+def build_tokenizer(directory: Path, vocab_size: int = 800, corpus: Iterable[str] | None = None,
+                    individual_digits: bool = False) -> dict[str, int]:
     """Train a byte-level BPE with the release special tokens (on `corpus`, default a built-in text) and
-    save it; returns the special-token ids."""
+    save it; returns the special-token ids. `individual_digits` splits numbers into single digits before
+    BPE, as Qwen's tokenizer does, so every number is spelled from the same ten tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if individual_digits else byte_level
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
@@ -77,13 +83,14 @@ def build_random_checkpoint(
     max_num: int = 6,
     corpus: Iterable[str] | None = None,
     vocab_size: int = 800,
+    individual_digits: bool = False,
 ) -> Path:
     """Write a random-weight SAIL-VL2 checkpoint (config, safetensors, tokenizer, preprocessor config)."""
     from .modeling import SAILVLModel
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    ids = build_tokenizer(directory, vocab_size=vocab_size, corpus=corpus)
+    ids = build_tokenizer(directory, vocab_size=vocab_size, corpus=corpus, individual_digits=individual_digits)
     vocab_size = len(json.loads((directory / "tokenizer.json").read_text())["model"]["vocab"])
     llm_config = {
         **(llm or TINY_LLM), "vocab_size": vocab_size, "eos_token_id": ids["<|im_end|>"],

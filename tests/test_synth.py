@@ -216,3 +216,20 @@ def test_cot_replies_and_direct_twins(suite: Path) -> None:
             assert twin["answer"] == r["answer"] == twin["conversations"][-1]["value"]
             assert r["conversations"][0]["value"].startswith(twin["conversations"][0]["value"])
     assert twins >= len(cot) - 1  # only the very last item of a split may lose its direct twin
+
+
+def test_focus_warm_up_items_are_one_large_object(suite: Path) -> None:
+    rows = [r for r in _records(suite / "train.jsonl") if r["task"].startswith("focus/")]
+    assert len(rows) >= 100
+    assert {r["task"] for r in rows} >= {"focus/shapes/colour", "focus/shapes/kind", "focus/captions/brief"}
+    for r in rows:
+        scene = r["scene"]
+        if scene["type"] == "shapes":
+            (shape,) = scene["shapes"]  # exactly one
+            assert shape["half"] >= 0.2 * scene["width"] and (shape["row"], shape["col"]) == (1, 1)
+        else:
+            assert scene["type"] == "text" and scene["font_size"] >= 32  # the largest of the >=40 sizes that fits
+    # the generic families never draw these scenes: their shapes stay inside a grid cell
+    others = [r for r in _records(suite / "train.jsonl") if r["task"].startswith("shapes/")]
+    assert others and all(s["half"] < scene_width / 6 for r in others for s in r["scene"]["shapes"]
+                          for scene_width in [r["scene"]["width"]])

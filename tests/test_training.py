@@ -258,3 +258,14 @@ def test_attention_implementation_setting(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="flash_attention_2"):
             _run(tmp_path / "flash", "max_steps=1", "attn_implementation=flash_attention_2")
+
+
+def test_llm_freeze_layers_trains_only_embeddings_norm_and_head(tmp_path):
+    _run(tmp_path / "run", "max_steps=3", "llm_freeze_layers=true", "save_every=0")
+    before = load_file(str(tmp_path / "run" / "init-random-tiny" / "model.safetensors"))
+    after = _weights(tmp_path / "run")
+    changed = {key for key, tensor in before.items() if not torch.equal(tensor, after[key])}
+    layers = {key for key in before if key.startswith("language_model.model.layers.")}
+    assert layers and not changed & layers  # every decoder layer is bit-identical
+    assert {"language_model.model.embed_tokens.weight", "language_model.lm_head.weight"} <= changed
+    assert any(key.startswith("vision_model.") for key in changed) and any(key.startswith("mlp1.") for key in changed)

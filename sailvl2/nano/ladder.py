@@ -5,8 +5,9 @@ evaluate after every stage, write a report.
     sailvl2 nano --preset smoke         # CI-sized: a few steps per stage, a small held-out set
     sailvl2 nano --out runs/nano --seed 0
 
-Stages (recipes in sailvl2/recipes/nano_*.yaml): alignment on captions -> multi-task pre-training -> SFT ->
-LongCoT SFT (the RL stage arrives with the RL issue). Each stage starts from the previous one's export.
+Stages (recipes in sailvl2/recipes/nano_*.yaml): vision warm-up on large single objects with the LLM layers
+frozen -> alignment on captions -> multi-task pre-training -> SFT -> LongCoT SFT (the RL stage arrives with
+the RL issue). Each stage starts from the previous one's export.
 Outputs in `--out`: data/ (the suite), init/, one run folder per stage, report.md, report.json.
 """
 
@@ -24,6 +25,7 @@ from .evaluate import evaluate, load_split
 from .model import build_nano_init
 
 STAGES = (  # (stage, recipe, mixture file written by the suite generator)
+    ("warmup", "nano_warmup", "focus"),
     ("align", "nano_align", "captions"),
     ("multitask", "nano_multitask", "multitask"),
     ("sft", "nano_sft", "sft"),
@@ -32,7 +34,7 @@ STAGES = (  # (stage, recipe, mixture file written by the suite generator)
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {"sizes": {"train": 20000, "val": 500, "test": 1000}, "eval_limit": 600, "overrides": {}},
     "smoke": {"sizes": {"train": 600, "val": 40, "test": 160}, "eval_limit": 160,
-              "overrides": {"align": ["max_steps=12"], "multitask": ["max_steps=30"], "sft": ["max_steps=12"],
+              "overrides": {"warmup": ["max_steps=12"], "align": ["max_steps=12"], "multitask": ["max_steps=30"], "sft": ["max_steps=12"],
                             "longcot": ["max_steps=6"]},
               "common": ["packing.max_seq_len=1024", "save_every=0"]},
 }

@@ -1,7 +1,7 @@
 """Pixel checks for the independent checker: the rendered PNG against the stored scene.
 
 Shapes: the centre pixel has the shape's colour, each shape's ink lies inside its extent (centre plus or
-minus its half-extent) and in its own grid cell, and there is no ink anywhere else; the measured boxes are
+minus its half-extent) and in its own grid cell (a lone shape: anywhere), and there is no ink anywhere else; the measured boxes are
 what grounding answers are compared with. Text: all ink lies inside the stored text box.
 """
 
@@ -36,13 +36,15 @@ def _ink(image: np.ndarray, background: list[int]) -> np.ndarray:
 
 
 def _measured_boxes(scene: dict[str, Any], image: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Each shape's pixel box, measured in its own third of the image (shapes never leave their cell)."""
+    """Each shape's pixel box, measured in its own third of the image (shapes never leave their cell); a
+    lone shape (the large warm-up shapes may overflow the centre cell) is measured over the whole image."""
     ink = _ink(image, scene["background_rgb"])
     h, w = ink.shape
     boxes = []
+    alone = len(scene["shapes"]) == 1
     for s in scene["shapes"]:
-        x0, x1 = s["col"] * w // 3, (s["col"] + 1) * w // 3 + 1
-        y0, y1 = s["row"] * h // 3, (s["row"] + 1) * h // 3 + 1
+        x0, x1 = (0, w) if alone else (s["col"] * w // 3, (s["col"] + 1) * w // 3 + 1)
+        y0, y1 = (0, h) if alone else (s["row"] * h // 3, (s["row"] + 1) * h // 3 + 1)
         ys, xs = np.nonzero(ink[y0:y1, x0:x1])
         expect(len(xs) > 0, f"no pixels of the {s['colour']} {s['kind']} in its cell")
         boxes.append((x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1))

@@ -157,6 +157,20 @@ def sample_shape_scene(rng: random.Random, width: int = 224, height: int = 224,
     return ShapeScene(width, height, rng.choice(tuple(BACKGROUNDS)), tuple(shapes))
 
 
+def sample_focus_shape_scene(rng: random.Random, width: int = 224, height: int = 224) -> ShapeScene:
+    """One shape, ~4x its usual extent, near the centre: the warm-up ("focus") scenes. A from-scratch model
+    first learns to read the image where the answer fills most image tokens; with small objects the
+    answer sits in one of many tokens and the language prior wins (docs/nano.md, "Why the first run
+    ignored the image")."""
+    size = rng.choice(tuple(SIZES))
+    half = max(3, round(SIZES[size] * 1.3 * min(width, height)))  # 21-47% of the side
+    slack_x, slack_y = (max(0, min(24, extent // 2 - half - 4)) for extent in (width, height))
+    cx = width // 2 + rng.randint(-slack_x, slack_x)
+    cy = height // 2 + rng.randint(-slack_y, slack_y)
+    shape = Shape(rng.choice(KINDS), rng.choice(tuple(COLOURS)), size, 1, 1, cx, cy, half)
+    return ShapeScene(width, height, rng.choice(tuple(BACKGROUNDS)), (shape,))
+
+
 # ----------------------------------------------------------------------------------------------- text
 
 
@@ -275,8 +289,10 @@ zero zone
 """.split()))  # dict.fromkeys: unique, in a fixed order
 
 
-def sample_text_scene(rng: random.Random, width: int = 224, height: int = 224) -> TextScene:
-    category = rng.choice(("word", "word", "number", "phrase"))
+def sample_text_scene(rng: random.Random, width: int = 224, height: int = 224, min_font: int = 0) -> TextScene:
+    """A word, number or two-word phrase; ``min_font`` > 0 draws only from the font sizes >= it (the
+    warm-up scenes: large single words and numbers)."""
+    category = rng.choice(("word", "word", "number", "phrase") if not min_font else ("word", "number"))
     if category == "number":
         text = str(rng.choice((rng.randint(0, 99), rng.randint(100, 9999))))
     elif category == "phrase":
@@ -284,7 +300,7 @@ def sample_text_scene(rng: random.Random, width: int = 224, height: int = 224) -
     else:
         text = rng.choice(WORDS)
     text = text.upper() if category != "number" and rng.random() < 0.25 else text
-    target = rng.choice(FONT_SIZES)
+    target = rng.choice([size for size in FONT_SIZES if size >= min_font])
     for font_size in sorted((s for s in FONT_SIZES if s <= target), reverse=True):  # largest that fits
         left, top, right, bottom = text_size(text, font_size)
         if right - left <= width - 16 and bottom - top <= height - 16:

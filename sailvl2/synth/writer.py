@@ -21,7 +21,7 @@ import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Any
@@ -29,20 +29,22 @@ from typing import Any
 from .captions import caption_qas
 from .charts import sample_chart_scene, sample_table_scene
 from .reasoning import reasoning_qas
-from .scene import sample_shape_scene, sample_text_scene
+from .scene import sample_focus_shape_scene, sample_shape_scene, sample_text_scene
 from .tasks import QA, chart_qas, grounding_qas, multi_image_qas, ocr_qas, shapes_qas, table_qas, unique_shapes
 
 __all__ = ["FAMILIES", "GENERATOR_VERSION", "SPLIT_BUCKETS", "Item", "generate_suite", "plan_item", "split_of"]
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: the focus (warm-up) family joined the default cycle
 # Relative frequency of each family's items, and how many subtasks one image serves at most.
 FAMILIES: dict[str, tuple[int, int]] = {
     "shapes": (3, 3), "ocr": (2, 1), "charts": (2, 2), "reasoning": (2, 1), "grounding": (2, 2),
-    "multi_image": (1, 2), "captions": (2, 2),
+    "multi_image": (1, 2), "captions": (2, 2), "focus": (1, 3),
 }
 # Buckets [start, end) of 1000 owned by each split: fixed, so disjointness never depends on `sizes`.
 SPLIT_BUCKETS: dict[str, tuple[int, int]] = {"train": (0, 800), "val": (800, 900), "test": (900, 1000)}
 _MAX_DRAWS = 20_000
+# Focus scenes hold one shape: only the questions that still make sense (no counts, always "centre").
+_FOCUS_SHAPE_TASKS = ("shapes/colour", "shapes/kind", "shapes/size", "shapes/exists")
 _IMAGE_TAG = "<image>"
 
 
@@ -116,6 +118,15 @@ def plan_item(seed: int, split: str, index: int, family: str, size: tuple[int, i
             (lambda r: sample_chart_scene(r, w, h)) if other < 0.9 else (lambda r: sample_table_scene(r, w, h)))
         scenes = (_draw(rng, split, sampler),)
         qas = caption_qas(scenes[0], rng)
+    elif family == "focus":  # warm-up: one large shape or one large word, short questions and captions
+        if other < 0.65:
+            scenes = (_draw(rng, split, lambda r: sample_focus_shape_scene(r, w, h)),)
+            qas = [qa for qa in shapes_qas(scenes[0], rng) if qa.task in _FOCUS_SHAPE_TASKS]
+        else:
+            scenes = (_draw(rng, split, lambda r: sample_text_scene(r, w, h, min_font=40)),)
+            qas = ocr_qas(scenes[0], rng)
+        brief = next(qa for qa in caption_qas(scenes[0], rng) if qa.task == "captions/brief")
+        qas = [replace(qa, task="focus/" + qa.task) for qa in [*qas, brief]]
     else:
         raise ValueError(f"unknown family {family!r}; expected one of {list(FAMILIES)}")
     return Item(split, index, family, scenes, _pick(rng, qas, FAMILIES[family][1]))
@@ -165,6 +176,7 @@ _MIXTURES = {
     "multitask": ["captions", "shapes", "ocr", "charts", "grounding", "multi_image", "reasoning"],
     "sft": ["shapes", "ocr", "charts", "grounding", "multi_image", "reasoning"],
     "cot": ["reasoning-cot", "reasoning"],
+    "focus": ["focus"],
 }
 
 

@@ -119,6 +119,8 @@ def freeze_parts(model: SAILVLModel, recipe: Recipe) -> None:
             first = len(model.vision_model.trunk.blocks) - recipe.vit_last_n_blocks
             block = name.split("trunk.blocks.")[1].split(".")[0] if "trunk.blocks." in name else None
             trainable = (block is not None and int(block) >= first) or "post_trunk_norm" in name
+        if trainable and part_of(name) == "llm" and recipe.llm_freeze_layers:
+            trainable = ".layers." not in name
         param.requires_grad_(trainable)
 
 

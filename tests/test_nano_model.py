@@ -1,0 +1,69 @@
+"""The nano tokenizer and init (sailvl2.nano.model): special tokens and generated text round-trip, digits are
+spelled one by one, and the release system message costs a few tokens, not ~124 bytes' worth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import PreTrainedTokenizerFast
+
+from sailvl2.nano.model import NANO_LLM, NANO_VISION, build_nano_init, nano_tokenizer_corpus
+from sailvl2.processing.prompt import DEFAULT_SYSTEM_MESSAGE, build_prompt
+from sailvl2.synth import generate_suite
+from sailvl2.tiny import SPECIAL_TOKENS
+
+
+@pytest.fixture(scope="module")
+def nano(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    root = tmp_path_factory.mktemp("nano")
+    generate_suite(root / "data", seed=1, sizes={"train": 300, "test": 40}, workers=1)
+    texts = [turn["value"] for line in (root / "data" / "train.jsonl").read_text().splitlines()
+             for turn in json.loads(line)["conversations"]]
+    small_llm = {**NANO_LLM, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                 "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16}
+    small_vit = {**NANO_VISION, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                 "num_attention_heads": 2}
+    return build_nano_init(root / "init", texts, vision=small_vit, llm=small_llm), texts
+
+
+def _tokenizer(directory: Path) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast.from_pretrained(str(directory))
+
+
+def test_special_tokens_are_single_ids_and_round_trip(nano) -> None:
+    tokenizer = _tokenizer(nano[0])
+    ids = [tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS]
+    assert len(set(ids)) == len(SPECIAL_TOKENS) and tokenizer.unk_token_id not in ids
+    joined = "".join(SPECIAL_TOKENS)
+    encoded = tokenizer.encode(joined, add_special_tokens=False)
+    assert encoded == ids
+    assert tokenizer.decode(encoded) == joined
+
+
+def test_generated_text_and_prompts_round_trip(nano) -> None:
+    tokenizer = _tokenizer(nano[0])
+    texts = nano[1][:400] + ["Unseen words: zyxwvut QUUX 0042 ü ß 你好 \\boxed{-17}"]
+    for text in texts:
+        assert tokenizer.decode(tokenizer.encode(text, add_special_tokens=False)) == text
+    prompt = build_prompt([{"role": "user", "content": "<image>\nHow many shapes?"},
+                           {"role": "assistant", "content": "<think>\n2 + 3 = 5\n</think>\n\\boxed{5}"}],
+                          add_generation_prompt=False)
+    assert tokenizer.decode(tokenizer.encode(prompt, add_special_tokens=False)) == prompt
+
+
+def test_digits_are_single_tokens(nano) -> None:
+    tokenizer = _tokenizer(nano[0])
+    for number in ("7", "42", "2024", "1000", "98765"):
+        pieces = tokenizer.tokenize(number)
+        assert pieces == list(number), (number, pieces)
+
+
+def test_system_message_is_merged(nano) -> None:
+    tokenizer = _tokenizer(nano[0])
+    raw_bytes = len(DEFAULT_SYSTEM_MESSAGE.encode("utf-8"))
+    cost = len(tokenizer.encode(DEFAULT_SYSTEM_MESSAGE, add_special_tokens=False))
+    assert raw_bytes > 100 and cost <= 12, cost  # merged by BPE instead of ~1 token per byte
+    corpus = nano_tokenizer_corpus(["a"] * 50)
+    assert corpus.count(DEFAULT_SYSTEM_MESSAGE) == 5 and corpus[:50] == ["a"] * 50
