@@ -34,8 +34,8 @@ STAGES = (  # (stage, recipe, mixture file written by the suite generator)
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {"sizes": {"train": 20000, "val": 500, "test": 1000}, "eval_limit": 600, "overrides": {}},
     "smoke": {"sizes": {"train": 600, "val": 40, "test": 160}, "eval_limit": 160,
-              "overrides": {"warmup": ["max_steps=12"], "align": ["max_steps=12"], "multitask": ["max_steps=30"], "sft": ["max_steps=12"],
-                            "longcot": ["max_steps=6"]},
+              "overrides": {"warmup": ["max_steps=12"], "align": ["max_steps=12"], "multitask": ["max_steps=30"],
+                            "sft": ["max_steps=12"], "longcot": ["max_steps=6"]},
               "common": ["packing.max_seq_len=1024", "save_every=0"]},
 }
 PERCEPTION_PREFIXES = ("shapes/", "ocr/", "charts/", "grounding/")

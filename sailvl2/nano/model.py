@@ -17,7 +17,7 @@ from ..tiny import TINY_LLM, build_random_checkpoint
 NANO_VISION: dict[str, Any] = {
     "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
     # 28-px patches: 4x fewer ViT tokens than 14 px and 16 LLM tokens per tile, so a 2048-token row holds
-    # ~40 samples; the synthetic scenes' smallest details (16-px text) still span a patch.
+    # ~40 samples; the scenes' smallest details (16-px text) are still within one or two patches.
     "image_size": 224, "patch_size": 28,
 }
 NANO_LLM: dict[str, Any] = {

@@ -1,8 +1,8 @@
 """Pixel checks for the independent checker: the rendered PNG against the stored scene.
 
 Shapes: the centre pixel has the shape's colour, each shape's ink lies inside its extent (centre plus or
-minus its half-extent) and in its own grid cell (a lone shape: anywhere), and there is no ink anywhere else; the measured boxes are
-what grounding answers are compared with. Text: all ink lies inside the stored text box.
+minus its half-extent) and in its own grid cell (a lone shape: anywhere), and there is no ink anywhere
+else; the measured boxes are what grounding answers are compared with. Text: all ink lies inside the stored text box.
 """
 
 from __future__ import annotations
