@@ -145,3 +145,48 @@ def test_stream_packer_places_every_sample_once_and_balances_tiles(encoder):
     assert sorted(seen) == sorted(s.sample_id for s in samples)
     assert max(spreads) <= max(s.num_tiles for s in base)  # never worse than one sample's tiles
     assert packer.stats.samples == len(samples) and packer.stats.efficiency > 0
+
+
+def test_segment_lengths_by_hand():
+    from sailvl2.modeling.packed_attention import segment_lengths
+
+    positions = torch.tensor([[0, 1, 2, 0, 1, 0, 0, 1, 2, 3]])
+    assert segment_lengths(positions) == (3, 2, 1, 4)
+    assert segment_lengths(torch.arange(5).unsqueeze(0)) == (5,)
+
+
+def test_per_sample_attention_equals_dense_block_mask(golden_model, encoder, monkeypatch):
+    """The packed rows' per-sample SDPA (`sailvl2_sdpa`) and transformers' SDPA over the dense block-diagonal
+    mask are two paths to the same attention: same loss, same gradients."""
+    samples = _mixed_samples(encoder)
+    row = pack_row(samples, PAD, pad_to=sum(s.length for s in samples) + 5)
+    weights = token_weights([row], "token")[0]
+    config = golden_model.language_model.config
+    assert config._attn_implementation == "sailvl2_sdpa"
+
+    def run(implementation):
+        config._attn_implementation = implementation
+        try:
+            golden_model.zero_grad()
+            loss = packed_loss(golden_model, row, weights)
+            loss.backward()
+        finally:
+            config._attn_implementation = "sailvl2_sdpa"
+        return loss.detach(), {n: p.grad.clone() for n, p in golden_model.named_parameters() if p.grad is not None}
+
+    from sailvl2.modeling import packed_attention
+
+    calls = []
+    original = packed_attention.sdpa_attention_forward
+    monkeypatch.setattr(packed_attention, "sdpa_attention_forward",
+                        lambda *args, **kwargs: calls.append(args[1].shape[2]) or original(*args, **kwargs))
+    per_sample_loss, per_sample_grads = run("sailvl2_sdpa")
+    # One causal SDPA call per sample (and the pad tail) in every layer, never one over the whole row.
+    num_layers = golden_model.language_model.config.num_hidden_layers
+    assert calls == ([s.length for s in samples] + [5]) * num_layers
+    dense_loss, dense_grads = run("sdpa")
+    assert abs(per_sample_loss.item() - dense_loss.item()) <= 1e-5
+    assert per_sample_grads.keys() == dense_grads.keys()
+    for name in dense_grads:
+        assert (per_sample_grads[name] - dense_grads[name]).abs().max().item() <= 1e-5, name
+    golden_model.zero_grad()

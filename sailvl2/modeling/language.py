@@ -11,6 +11,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from ..errors import ConfigError
+from .packed_attention import ATTN_IMPLEMENTATION
 
 
 def build_language_model(llm_config: PreTrainedConfig) -> PreTrainedModel:
@@ -26,8 +27,9 @@ def build_language_model(llm_config: PreTrainedConfig) -> PreTrainedModel:
             f"llm_config has model_type {llm_config.model_type!r}, which has no causal-LM class in transformers"
         ) from err
     if getattr(llm_config, "_attn_implementation", None) is None:
-        # SDPA on every device; numerically equal to eager in fp32 (golden/cases/README.md).
-        llm_config._attn_implementation = "sdpa"
+        # SDPA on every device; numerically equal to eager in fp32 (golden/cases/README.md). `sailvl2_sdpa` is
+        # transformers' SDPA plus per-sample attention for packed training rows (packed_attention.py).
+        llm_config._attn_implementation = ATTN_IMPLEMENTATION
     return model_class(llm_config)
 
 

@@ -24,6 +24,7 @@ from ..configuration import SAILVLConfig
 from ..errors import CheckpointError, ImagePlaceholderError, InputError
 from .language import build_language_model
 from .loss import weighted_lm_loss
+from .packed_attention import segment_lengths
 from .projector import SAILVLProjector, pixel_shuffle
 from .vision import SAILViTModel
 from .weights import from_release_key, iter_tensors, save_state_dict, to_release_key, weight_files
@@ -127,9 +128,14 @@ class SAILVLModel(PreTrainedModel):
         if loss_weights is not None:
             if labels is None:
                 raise InputError("loss_weights needs labels")
+            # Sample lengths let `sailvl2_sdpa` attend per sample instead of over a dense row x row mask;
+            # other implementations ignore the keyword (flash attention reads the packing from position_ids).
+            segments = None
+            if position_ids is not None and attention_mask is None and position_ids.shape[0] == 1:
+                segments = segment_lengths(position_ids)
             hidden = self.language_model.model(
                 inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                use_cache=False,
+                use_cache=False, packed_segments=segments,
             ).last_hidden_state
             return CausalLMOutputWithPast(loss=weighted_lm_loss(hidden, self.language_model.lm_head, labels, loss_weights))
         outputs = self.language_model(
