@@ -1,25 +1,32 @@
-"""`make demo`: chat about example images with the default model, end to end on the CPU, offline.
+"""`make demo`: chat about bundled images with the default model, end to end on the CPU, offline.
 
     python -m sailvl2.demo [--model DIR] [--out DIR]
 
-Until the trained nano SAIL-VL2 ships in the repo, the default model is a small RANDOM-weight model in the
-release layout, built on first use into `$SAILVL2_HOME` (default `~/.cache/sailvl2`). Its answers are
-gibberish; the demo shows that every step (tiling, prompt, vision tower, generation, streaming, batching,
-answer parsing, box drawing) runs.
+The default model is the nano SAIL-VL2 shipped in `sailvl2/assets/nano/`: trained from scratch by our own
+pipeline (`sailvl2 nano`, docs/nano.md) on the procedural task suite, and packaged by
+`python -m sailvl2.nano.ship`. The demo asks it the bundled example questions (held-out test records of its
+suite), prints question, answer and ground truth side by side, streams one answer, and writes the grounding
+answers' boxes (predicted in red, true in green) to `OUT/boxes.png`.
+
+A checkout without the shipped model (or `SAILVL2_DEFAULT=random`) falls back to a small RANDOM-weight model
+built into `$SAILVL2_HOME` (default `~/.cache/sailvl2`): its answers are noise, but every step runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw
 
 RANDOM_DEMO_NAME = "random-demo-v1"
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "nano"
 
 
 def _home() -> Path:
@@ -27,13 +34,15 @@ def _home() -> Path:
 
 
 def default_model_dir() -> Path:
-    """The model used when none is given (a random-weight demo model for now; built once, then reused)."""
+    """The model used when none is given: the shipped nano model, else a random-weight demo model."""
+    if os.environ.get("SAILVL2_DEFAULT") != "random" and (SHIPPED_MODEL_DIR / "config.json").is_file():
+        return SHIPPED_MODEL_DIR
     directory = _home() / RANDOM_DEMO_NAME
     if not (directory / "config.json").is_file():
         from .tiny import build_random_checkpoint
 
         print(f"[sailvl2] building a small random-weight demo model in {directory} "
-              "(the trained nano model is not shipped yet)", file=sys.stderr)
+              "(no shipped nano model in this checkout)", file=sys.stderr)
         staging = directory.with_name(directory.name + f".tmp-{os.getpid()}")
         build_random_checkpoint(staging, seed=0)
         if directory.exists():  # another process finished first
@@ -43,64 +52,117 @@ def default_model_dir() -> Path:
     return directory
 
 
-def example_images() -> list[tuple[str, Image.Image]]:
-    """Deterministic example scenes (shapes and text), drawn with PIL."""
-    scene = Image.new("RGB", (640, 480), "white")
+def example_records(model_dir: Path) -> list[dict[str, Any]]:
+    """The bundled example questions of a shipped model (image paths made absolute); [] when it has none."""
+    path = model_dir / "examples.jsonl"
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for record in records:
+        images = record["image"] if isinstance(record["image"], list) else [record["image"]]
+        record["image"] = [str(model_dir / image) for image in images]
+    return records
+
+
+def _fallback_records(out: Path) -> list[dict[str, Any]]:
+    """Two drawn scenes and questions for the random-weight model (no ground truth)."""
+    scene = Image.new("RGB", (448, 448), "white")
     draw = ImageDraw.Draw(scene)
-    draw.rectangle((60, 80, 220, 240), fill=(220, 30, 30))
-    draw.ellipse((300, 120, 460, 280), fill=(30, 80, 220))
-    draw.polygon([(500, 400), (600, 400), (550, 300)], fill=(30, 170, 60))
-    banner = Image.new("RGB", (900, 220), (250, 240, 200))
-    ImageDraw.Draw(banner).text((40, 90), "SAIL-VL2 reads 42 words", fill="black")
-    return [("shapes.png", scene), ("banner.png", banner)]
+    draw.rectangle((40, 60, 160, 180), fill=(220, 30, 30))
+    draw.ellipse((240, 220, 380, 360), fill=(30, 80, 220))
+    scene.save(out / "shapes.png")
+    question = "<image>\nLocate the red square. Answer with <ref> and <box>."
+    return [{"task": "captions", "image": [str(out / "shapes.png")], "answer": None,
+             "conversations": [{"from": "human", "value": "<image>\nDescribe the image."}]},
+            {"task": "grounding/locate", "image": [str(out / "shapes.png")], "answer": None,
+             "conversations": [{"from": "human", "value": question}]}]
+
+
+def _question(record: dict[str, Any]) -> str:
+    return record["conversations"][0]["value"]
+
+
+def _short(text: Any, width: int) -> str:
+    text = " ".join(str(text).replace("<image>", "").split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _draw_grounding(records: list[dict[str, Any]], responses: list[Any], path: Path) -> int:
+    """One panel per grounding question: predicted boxes in red, the true box in green."""
+    from .answers import draw_boxes
+
+    panels = []
+    for record, response in zip(records, responses):
+        if not record["task"].startswith("grounding/"):
+            continue
+        image = Image.open(record["image"][0]).convert("RGB")
+        truth = record.get("answer")
+        if isinstance(truth, list) and len(truth) == 4:
+            scale = (image.width / 1000, image.height / 1000, image.width / 1000, image.height / 1000)
+            image = draw_boxes(image, [[v * s for v, s in zip(truth, scale)]], color=(0, 160, 60))
+        panels.append(draw_boxes(image, response.boxes, color=(220, 0, 0)))
+    if not panels:
+        return 0
+    sheet = Image.new("RGB", (sum(p.width for p in panels), max(p.height for p in panels)), "white")
+    x = 0
+    for panel in panels:
+        sheet.paste(panel, (x, 0))
+        x += panel.width
+    sheet.save(path)
+    return len(panels)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="checkpoint directory (default: the built-in model)")
-    parser.add_argument("--out", default="out/demo", help="where example images and the boxes PNG go")
-    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--model", default=None, help="checkpoint directory (default: the shipped nano model)")
+    parser.add_argument("--out", default="out/demo", help="where the boxes PNG and the example images go")
+    parser.add_argument("--max-new-tokens", type=int, default=96)
     args = parser.parse_args(argv)
 
     import sailvl2
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    images = example_images()
-    for name, image in images:
-        image.save(out / name)
+    model_dir = Path(args.model) if args.model else default_model_dir()
     started = time.perf_counter()
-    vlm = sailvl2.load(args.model)
-    print(f"loaded {vlm.model.config._name_or_path} on {vlm.device} in {time.perf_counter() - started:.1f}s")
-    if args.model is None:
-        print("NOTE: random weights (no trained default model yet): the answers below are noise; the pipeline is real.")
+    vlm = sailvl2.load(model_dir)
+    print(f"loaded {model_dir} on {vlm.device} in {time.perf_counter() - started:.1f}s")
+    records = example_records(model_dir)
+    if not records:
+        print("NOTE: no bundled examples with this model (random weights?): answers are not checked.")
+        records = _fallback_records(out)
+    for record in records:
+        for image in record["image"]:
+            if Path(image).parent != out:
+                shutil.copyfile(image, out / Path(image).name)
 
-    shapes = out / "shapes.png"
-    cost = vlm.processor.num_image_tokens(shapes)
-    print(f"\n[streamed chat] shapes.png costs {cost} image tokens")
-    print("Q: What shapes are in the picture?\nA: ", end="")
-    for piece in vlm.chat("What shapes are in the picture?", images=shapes, stream=True,
+    print(f"\n[batch_chat] {len(records)} questions about the bundled images, one batch at a time")
+    started = time.perf_counter()
+    responses = vlm.batch_chat([_question(r) for r in records], images=[r["image"] for r in records],
+                               max_new_tokens=args.max_new_tokens, progress=False)
+    from .nano.evaluate import score
+
+    print(f"{'task':<22} {'question':<46} {'answer':<34} {'truth':<24} ok")
+    right = 0
+    for record, response in zip(records, responses):
+        truth = record.get("answer")
+        ok = score(record, response.text) if truth is not None else None
+        right += bool(ok)
+        mark = "-" if ok is None else ("yes" if ok else "no")
+        print(f"{_short(record['task'], 22):<22} {_short(_question(record), 46):<46} "
+              f"{_short(response.text, 34):<34} {_short(truth, 24):<24} {mark}")
+    checked = sum(r.get("answer") is not None for r in records)
+    print(f"({time.perf_counter() - started:.1f}s; {right}/{checked} right)")
+
+    first = records[0]
+    print(f"\n[streamed chat] {Path(first['image'][0]).name}\nQ: Describe the image in detail.\nA: ", end="")
+    for piece in vlm.chat("<image>\nDescribe the image in detail.", images=first["image"], stream=True,
                           max_new_tokens=args.max_new_tokens):
         print(piece, end="", flush=True)
     print()
 
-    print("\n[batch_chat] three questions in one left-padded batch")
-    questions = ["Describe the image.", "What is written here?", "What is the capital of France?"]
-    started = time.perf_counter()
-    answers = vlm.batch_chat(questions, images=[shapes, out / "banner.png", None], max_new_tokens=args.max_new_tokens)
-    for question, response in zip(questions, answers):
-        print(f"Q: {question}\nA: {response.answer!r} ({response.num_generated_tokens} tokens)")
-    print(f"({time.perf_counter() - started:.1f}s for the batch)")
-
-    print("\n[thinking mode] the answer is split into thinking / answer / \\boxed{}")
-    response = vlm.chat("How many shapes are there?", images=shapes, thinking=True, max_new_tokens=args.max_new_tokens)
-    print(f"thinking={response.thinking!r}\nanswer={response.answer!r}\nboxed={response.boxed!r}")
-
-    grounded = vlm.chat("Where is the red square? Answer with <ref> and <box>.", images=shapes,
-                        max_new_tokens=args.max_new_tokens)
-    drawn = grounded.draw(shapes)
-    drawn.save(out / "boxes.png")
-    print(f"\n[grounding] {len(grounded.boxes)} box(es) parsed; drawn on {out / 'boxes.png'}")
+    drawn = _draw_grounding(records, responses, out / "boxes.png")
+    print(f"\n[grounding] {drawn} grounding answer(s) drawn on {out / 'boxes.png'} (red: predicted, green: true)")
     return 0
 
 

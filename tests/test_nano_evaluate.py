@@ -40,3 +40,17 @@ def test_iou_and_normalise_hand_computed():
     assert iou([0, 0, 10, 10], [20, 20, 30, 30]) == 0.0
     assert normalise("  It's RED!  ") == "it s red"
     assert normalise("2.5 apples.") == "2.5 apples"
+
+
+def test_chance_accuracy_by_hand():
+    from sailvl2.nano.evaluate import chance_accuracy, weighted_chance
+
+    train = [{"task": "colour", "answer": a} for a in ("red", "blue", "red", "green")] + \
+            [{"task": "exists", "answer": a} for a in ("yes", "no")] + \
+            [{"task": "locate", "answer": [1, 2, 3, 4]}]
+    test = [{"task": "colour", "answer": "red"}, {"task": "exists", "answer": "no"},
+            {"task": "locate", "answer": [5, 6, 7, 8]}, {"task": "unseen", "answer": "x"}]
+    chance = chance_accuracy(train, test)
+    assert chance == {"colour": 1 / 3, "exists": 1 / 2, "locate": 0.0, "unseen": 0.0}
+    per_task = {"colour": {"n": 3, "accuracy": 1.0}, "exists": {"n": 1, "accuracy": 0.0}}
+    assert abs(weighted_chance(per_task, chance) - (3 * (1 / 3) + 1 * 0.5) / 4) < 1e-12

@@ -67,3 +67,24 @@ def test_system_message_is_merged(nano) -> None:
     assert raw_bytes > 100 and cost <= 12, cost  # merged by BPE instead of ~1 token per byte
     corpus = nano_tokenizer_corpus(["a"] * 50)
     assert corpus.count(DEFAULT_SYSTEM_MESSAGE) == 5 and corpus[:50] == ["a"] * 50
+
+
+def test_nano_init_position_grid_is_sincos(tmp_path):
+    import math
+
+    from sailvl2.modeling import SAILVLModel
+    from sailvl2.nano.model import NANO_VISION, build_nano_init
+
+    directory = build_nano_init(tmp_path / "init", ["a red star", "the number 12"], seed=0)
+    grid = SAILVLModel.from_pretrained(directory).vision_model.preprocessor.pos_embed[0]
+    side = NANO_VISION["image_size"] // NANO_VISION["patch_size"]
+    dim = NANO_VISION["hidden_size"]
+    quarter = dim // 4
+    assert grid.shape == (side * side, dim)
+    # Hand-computed entries: patch (row 2, col 5); channel 0 = sin(row * 1), channel quarter = cos(row * 1),
+    # channel dim/2 + 1 = sin(col * 10000^(-1/quarter)), last channel = cos(col * 10000^(-(quarter-1)/quarter)).
+    patch = grid[2 * side + 5]
+    assert math.isclose(patch[0].item(), math.sin(2.0), abs_tol=1e-6)
+    assert math.isclose(patch[quarter].item(), math.cos(2.0), abs_tol=1e-6)
+    assert math.isclose(patch[dim // 2 + 1].item(), math.sin(5 * 10000 ** (-1 / quarter)), abs_tol=1e-6)
+    assert math.isclose(patch[-1].item(), math.cos(5 * 10000 ** (-(quarter - 1) / quarter)), abs_tol=1e-6)

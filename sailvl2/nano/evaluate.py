@@ -78,6 +78,39 @@ class TaskReport:
         return "\n".join(lines)
 
 
+#: Task-name prefixes of the perception tasks the issue's target is about (colour, shape, count, position,
+#: OCR, chart read-out, grounding), as opposed to reasoning, captions and multi-image comparison.
+PERCEPTION_PREFIXES = ("shapes/", "ocr/", "charts/", "grounding/")
+
+
+def perception_accuracy(per_task: dict[str, dict[str, float]]) -> float:
+    """Accuracy over every perception question (tasks weighted by their number of questions)."""
+    chosen = [v for task, v in per_task.items() if task.startswith(PERCEPTION_PREFIXES)]
+    total = sum(v["n"] for v in chosen)
+    return sum(v["accuracy"] * v["n"] for v in chosen) / total if total else 0.0
+
+
+def chance_accuracy(train_records: list[dict[str, Any]], test_records: list[dict[str, Any]]) -> dict[str, float]:
+    """Per task, the expected accuracy of guessing uniformly among the answers that task has in training:
+    1 / (number of distinct training answers). Grounding answers (boxes) count as 0: a guessed box almost never
+    reaches IoU 0.5. Tasks with no training records get 0. Keyed like `TaskReport.per_task`."""
+    answers: dict[str, set[str]] = defaultdict(set)
+    for record in train_records:
+        answers[record.get("task", "all")].add(json.dumps(record["answer"]))
+    chance = {}
+    for record in test_records:
+        task = record.get("task", "all")
+        grounding = isinstance(record["answer"], list) and len(record["answer"]) == 4
+        chance[task] = 0.0 if grounding or not answers[task] else 1.0 / len(answers[task])
+    return chance
+
+
+def weighted_chance(per_task: dict[str, dict[str, float]], chance: dict[str, float]) -> float:
+    """Chance accuracy over a report's questions (tasks weighted by their number of questions)."""
+    total = sum(v["n"] for v in per_task.values())
+    return sum(chance.get(task, 0.0) * v["n"] for task, v in per_task.items()) / total if total else 0.0
+
+
 def load_split(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
     path = Path(path)
     records = []

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .evaluate import evaluate, load_split
+from .evaluate import PERCEPTION_PREFIXES, chance_accuracy, evaluate, load_split, perception_accuracy, weighted_chance
 from .model import build_nano_init
 
 STAGES = (  # (stage, recipe, mixture file written by the suite generator)
@@ -38,7 +38,6 @@ PRESETS: dict[str, dict[str, Any]] = {
                             "sft": ["max_steps=12"], "longcot": ["max_steps=6"]},
               "common": ["packing.max_seq_len=1024", "save_every=0"]},
 }
-PERCEPTION_PREFIXES = ("shapes/", "ocr/", "charts/", "grounding/")
 
 
 def _corpus(train_file: Path) -> list[str]:
@@ -70,7 +69,8 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
     if not (init / "config.json").is_file():
         build_nano_init(init, _corpus(data / "train.jsonl"), seed=seed)
     test = load_split(data / "test.jsonl", settings["eval_limit"])
-    previous, report = init, {"preset": preset, "seed": seed, "stages": []}
+    chance = chance_accuracy(load_split(data / "train.jsonl"), test)
+    previous, report = init, {"preset": preset, "seed": seed, "stages": [], "chance": chance}
     for stage, recipe_name, mixture in STAGES:
         if stages is not None and stage not in stages:
             continue
@@ -85,7 +85,8 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
         report["stages"].append({
             "stage": stage, "steps": result.steps, "first_loss": losses[0], "last_loss": losses[-1],
             "train_seconds": result.summary["train_seconds"], "accuracy": scores.per_task,
-            "overall": scores.overall,
+            "overall": scores.overall, "perception": perception_accuracy(scores.per_task),
+            "chance": weighted_chance(scores.per_task, chance),
         })
         (out / f"samples-{stage}.jsonl").write_text("".join(json.dumps(s) + "\n" for s in scores.samples))
     report["wall_seconds"] = time.perf_counter() - started
@@ -99,19 +100,23 @@ def markdown(report: dict[str, Any]) -> str:
     stages = report["stages"]
     lines = [f"# Nano SAIL-VL2 ladder ({report['preset']}, seed {report['seed']})", "",
              f"Wall time: {report['wall_seconds'] / 60:.1f} min. Final model: `{report['final_model']}`.", "",
-             "| stage | steps | loss first -> last | train s | held-out accuracy |", "|---|---:|---|---:|---:|"]
+             "| stage | steps | loss first -> last | train s | held-out accuracy | chance | perception tasks |",
+             "|---|---:|---|---:|---:|---:|---:|"]
     for s in stages:
         lines.append(f"| {s['stage']} | {s['steps']} | {s['first_loss']:.3f} -> {s['last_loss']:.3f} | "
-                     f"{s['train_seconds']:.0f} | {s['overall']:.1%} |")
+                     f"{s['train_seconds']:.0f} | {s['overall']:.1%} | {s.get('chance', 0.0):.1%} | "
+                     f"{s.get('perception', 0.0):.1%} |")
     tasks = sorted({task for s in stages for task in s["accuracy"]})
     lines += ["", "Per-task held-out accuracy after each stage (loss curves: `<stage>/loss.png`):", "",
-              "| task | n | " + " | ".join(s["stage"] for s in stages) + " |",
-              "|---|---:|" + "---:|" * len(stages)]
+              "| task | n | chance | " + " | ".join(s["stage"] for s in stages) + " |",
+              "|---|---:|---:|" + "---:|" * len(stages)]
     for task in tasks:
         n = next(int(s["accuracy"][task]["n"]) for s in stages if task in s["accuracy"])
         cells = [f"{s['accuracy'][task]['accuracy']:.1%}" if task in s["accuracy"] else "-" for s in stages]
         marker = " (perception)" if task.startswith(PERCEPTION_PREFIXES) else ""
-        lines.append(f"| {task}{marker} | {n} | " + " | ".join(cells) + " |")
+        chance = report.get("chance", {}).get(task)
+        chance_cell = "-" if chance is None else f"{chance:.1%}"
+        lines.append(f"| {task}{marker} | {n} | {chance_cell} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..processing.prompt import DEFAULT_SYSTEM_MESSAGE
 from ..tiny import TINY_LLM, build_random_checkpoint
 
@@ -35,10 +37,34 @@ def nano_tokenizer_corpus(texts: Iterable[str]) -> list[str]:
     return texts + [DEFAULT_SYSTEM_MESSAGE] * max(1, len(texts) // 10)
 
 
+def sincos_position_grid(side: int, dim: int) -> torch.Tensor:
+    """A (side * side, dim) 2-D sine-cosine table: the first half of the channels encodes the patch row, the
+    second half its column, each as sin/cos pairs over geometric frequencies 10000^(-k / (dim/4))."""
+    quarter = dim // 4
+    frequencies = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
+    angles = torch.arange(side, dtype=torch.float64)[:, None] * frequencies[None]
+    axis = torch.cat([angles.sin(), angles.cos()], dim=1)  # (side, dim/2)
+    rows = axis[:, None, :].expand(side, side, -1)
+    cols = axis[None, :, :].expand(side, side, -1)
+    return torch.cat([rows, cols], dim=2).reshape(side * side, -1).float()
+
+
 def build_nano_init(directory: str | Path, corpus: Iterable[str], seed: int = 0, max_num: int = 1,
                     vision: dict[str, Any] | None = None, llm: dict[str, Any] | None = None) -> Path:
     """A randomly initialised nano checkpoint (release layout) with a tokenizer trained on `corpus`
     (digits split one by one, as in Qwen's tokenizer: numbers and OCR read-outs are spelled digit by digit)."""
-    return build_random_checkpoint(directory, seed=seed, vision=vision or NANO_VISION, llm=llm or NANO_LLM,
-                                   max_num=max_num, corpus=nano_tokenizer_corpus(corpus), vocab_size=NANO_VOCAB,
-                                   individual_digits=True)
+    from ..modeling import SAILVLModel
+
+    directory = build_random_checkpoint(directory, seed=seed, vision=vision or NANO_VISION, llm=llm or NANO_LLM,
+                                        max_num=max_num, corpus=nano_tokenizer_corpus(corpus),
+                                        vocab_size=NANO_VOCAB, individual_digits=True)
+    # The ViT's learned position grid starts as a 2-D sine-cosine table at the scale of the (RMS-normed) patch
+    # tokens, as MAE/AIM-style ViTs initialise it, instead of N(0, 0.02). With the small random init, patch
+    # tokens carry almost no position for hundreds of steps, and shape (which patch holds which edge) is what
+    # the from-scratch ViT learns slowest (docs/nano.md: readout probes).
+    model = SAILVLModel.from_pretrained(directory)
+    grid = model.vision_model.preprocessor.pos_embed
+    with torch.no_grad():
+        grid.copy_(sincos_position_grid(int(grid.shape[1] ** 0.5), grid.shape[2])[None])
+    model.save_pretrained(directory)
+    return directory
