@@ -131,16 +131,20 @@ class SAILVL2:
         max_new_tokens: int = 512,
         stream: bool = False,
         max_num: int | None = None,
+        use_msac: bool | None = None,
         **generation: Any,
     ) -> ChatResponse | Iterator[str]:
         """Answer one question about zero or more images. `stream=True` returns an iterator of text pieces.
 
         `thinking=True` appends the release's chain-of-thought instruction; the response is then split into
-        `thinking`, `answer` and the `\\boxed{}` content. `generation`: do_sample, temperature, top_p, top_k,
-        repetition_penalty, eos_token_id, seed.
+        `thinking`, `answer` and the `\\boxed{}` content. `max_num` (tiles per image) and `use_msac` (the
+        multi-scale second tiling, FACTS.md) override the processor's settings when given. `generation`:
+        do_sample, temperature, top_p, top_k, repetition_penalty, eos_token_id, seed.
         """
         prompt, image_list = self._conversation(question, images, thinking, system, history)
-        inputs = self.processor(images=[image_list], text=[prompt], max_num=max_num, return_tensors="pt")
+        inputs = self.processor(
+            images=[image_list], text=[prompt], max_num=max_num, use_msac=use_msac, return_tensors="pt"
+        )
         steps = self._steps(inputs, max_new_tokens, generation)
         if stream:
             return self._stream_text(steps)
@@ -156,13 +160,15 @@ class SAILVL2:
         system: str | None = None,
         max_new_tokens: int = 512,
         max_num: int | None = None,
+        use_msac: bool | None = None,
         batch_size: int = 8,
         progress: bool | None = None,
         **generation: Any,
     ) -> list[ChatResponse]:
         """Answer many questions, `batch_size` at a time (left-padded batches; same greedy answers as
-        one-by-one). `images[i]` belongs to `questions[i]`: None, one image, or a list. `progress`: a progress
-        bar over batches (default: on when there is more than one batch)."""
+        one-by-one). `images[i]` belongs to `questions[i]`: None, one image, or a list. `max_num` / `use_msac`:
+        as in `chat`, for every question. `progress`: a progress bar over batches (default: on when there is
+        more than one batch)."""
         if isinstance(questions, str):
             raise InputError("batch_chat takes a list of questions; use chat() for one")
         if images is not None and len(images) != len(questions):
@@ -178,7 +184,7 @@ class SAILVL2:
             chunk = per_row[start : start + batch_size]
             inputs = self.processor(
                 images=[image_list for _, image_list in chunk], text=[prompt for prompt, _ in chunk],
-                max_num=max_num, return_tensors="pt",
+                max_num=max_num, use_msac=use_msac, return_tensors="pt",
             )
             rows: list[list[int]] = [[] for _ in chunk]
             stop_ids = set(resolve_stop_ids(self.model, generation.get("eos_token_id", DEFAULT_STOP)))

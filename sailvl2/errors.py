@@ -38,3 +38,29 @@ class ContextLengthError(SailVL2Error, ValueError):
 
 class InputError(SailVL2Error, TypeError):
     """An argument has the wrong type or an invalid value."""
+
+
+class DatasetError(SailVL2Error, ValueError):
+    """A benchmark file is missing or is not a VLMEvalKit-style TSV (no header, no index/question column), or a
+    task-suite split cannot be exported to one."""
+
+
+class EndpointError(SailVL2Error, RuntimeError):
+    """A request to a generation endpoint (an OpenAI-compatible server) failed. ``status`` is the HTTP status
+    (None for connection errors and timeouts), ``body`` the start of the response body, ``attempts`` the
+    requests made."""
+
+    def __init__(self, message: str, status: int | None = None, body: str = "", attempts: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+        self.attempts = attempts
+
+
+class JudgeError(SailVL2Error, RuntimeError):
+    """The judge endpoint kept failing (after all retries) or refused the request."""
+
+
+class CurationError(SailVL2Error, ValueError):
+    """A data-curation pipeline is malformed (unknown stage or setting, bad input spec), or its output folder
+    holds a run of a different pipeline."""

@@ -231,3 +231,15 @@ def test_registry_details_and_unknown_names():
     with pytest.raises(ConfigError, match="total_max_num"):
         BenchmarkSpec("x", BenchmarkKind.OPEN_ANSWER, max_num=65)
     assert BenchmarkSpec("x", "yes_no").kind is BenchmarkKind.YES_NO  # type: ignore[arg-type]
+
+
+def test_write_tsv_gives_normal_file_permissions(tmp_path):
+    import os
+    import stat
+
+    from sailvl2.evaluation.datasets import BenchmarkItem, write_tsv
+
+    path = write_tsv([BenchmarkItem(index="1", question="q", answer="a")], tmp_path / "out.tsv")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

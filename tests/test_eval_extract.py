@@ -14,7 +14,6 @@ from sailvl2.errors import InputError, SailVL2Error
 from sailvl2.evaluation.extract import (
     ExtractedAnswer,
     JudgeError,
-    OpenAIJudge,
     extract_answer,
     extract_box,
     extract_choice,
@@ -23,6 +22,7 @@ from sailvl2.evaluation.extract import (
     numbers_match,
     parse_number,
 )
+from sailvl2.evaluation.judge import OpenAIJudge
 
 CORPUS = Path(__file__).parent / "data" / "eval_extraction_corpus.jsonl"
 ROWS = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -178,3 +178,16 @@ def test_prepared_inputs_are_accepted_by_the_processor():
         assert len(batch["image_num_tiles"]) == len(prepared.images)
         expected = [processor.num_tiles(img, prepared.max_num, prepared.use_msac) for img in prepared.images]
         assert batch["image_num_tiles"].tolist() == expected
+
+
+def test_thinking_instruction_is_not_doubled():
+    from sailvl2.evaluation.datasets import BenchmarkItem
+    from sailvl2.evaluation.prompts import build_prompt
+    from sailvl2.evaluation.registry import BenchmarkKind, BenchmarkSpec
+    from sailvl2.processing.prompt import THINKING_SUFFIX
+
+    spec = BenchmarkSpec(name="Plain", kind=BenchmarkKind.OPEN_ANSWER, instruction="")
+    plain = build_prompt(BenchmarkItem(index="1", question="How many?", answer="3"), spec, thinking=True)
+    assert plain.text.count(THINKING_SUFFIX) == 1 and plain.text.endswith(THINKING_SUFFIX)
+    carried = BenchmarkItem(index="2", question="How many?" + THINKING_SUFFIX, answer="3")
+    assert build_prompt(carried, spec, thinking=True).text.count(THINKING_SUFFIX) == 1

@@ -39,7 +39,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..errors import ImageLoadError, SailVL2Error
+from ..errors import DatasetError, ImageLoadError
 from ..processing.images import load_image
 from .registry import BenchmarkKind, BenchmarkSpec, get_spec
 
@@ -52,10 +52,6 @@ _MISSING = frozenset({"", "nan", "NaN"})
 _KNOWN_COLUMNS = frozenset({"index", "question", "answer", "hint", "category", "image", "image_path"})
 # VLMEvalKit's image references are other rows' indices, which are short; real base64 images are not.
 _MAX_REFERENCE_LENGTH = 64
-
-
-class DatasetError(SailVL2Error, ValueError):
-    """A benchmark file is missing or is not a VLMEvalKit-style TSV (no header, no index/question column)."""
 
 
 @dataclass
@@ -345,6 +341,10 @@ def write_tsv(items: Iterable[BenchmarkItem], path: str | os.PathLike) -> Path:
             writer = csv.writer(out, delimiter="\t", lineterminator="\n")
             writer.writerow(header)
             writer.writerows(rows)
+        # mkstemp creates the file 0600; give it the permissions a plain open() would (0666 minus umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)
         os.replace(temp, path)
     except BaseException:
         if os.path.exists(temp):

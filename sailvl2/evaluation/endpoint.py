@@ -37,7 +37,7 @@ from typing import Any
 
 from PIL import Image
 
-from ..errors import ConfigError, ImagePlaceholderError, SailVL2Error
+from ..errors import ConfigError, EndpointError, ImagePlaceholderError
 from .prompts import PreparedInput
 
 __all__ = ["Completion", "EndpointClient", "EndpointError", "EndpointSettings", "chat_completions_url", "request_body"]
@@ -45,17 +45,6 @@ __all__ = ["Completion", "EndpointClient", "EndpointError", "EndpointSettings", 
 _RETRY_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
 _BODY_EXCERPT = 300
 _PLACEHOLDER = re.compile(r"<image>\n?")
-
-
-class EndpointError(SailVL2Error, RuntimeError):
-    """A request to the generation endpoint failed. ``status`` is the HTTP status (None for connection
-    errors and timeouts), ``body`` the start of the response body, ``attempts`` the requests made."""
-
-    def __init__(self, message: str, status: int | None = None, body: str = "", attempts: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
-        self.attempts = attempts
 
 
 @dataclass(frozen=True)

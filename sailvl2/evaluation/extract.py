@@ -7,37 +7,26 @@ the rules for every kind of answer (PAPER.md section 9.1: VLMEvalKit-style rule 
    and yields no answer at all, so a truncated generation never earns credit;
 2. the last ``\\boxed{...}`` of the answer part, when present, is the answer;
 3. kind-specific rules on the answer text (option letters, yes/no, numbers, boxes);
-4. only when the rules find nothing, an optional judge (any OpenAI-compatible chat endpoint).
+4. only when the rules find nothing, an optional judge (any :class:`Judge`; ``judge.py`` has one backed by an
+   OpenAI-compatible chat endpoint).
 
-Only the standard library is used; :class:`OpenAIJudge` talks HTTP through ``urllib``.
+Only the standard library is used. ``JudgeError`` (raised by judges) stays importable from here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import re
-import threading
-import time
 import unicodedata
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Protocol
 
 from sailvl2.answers import extract_boxed, split_thinking
-from sailvl2.errors import InputError, SailVL2Error
+from sailvl2.errors import InputError, JudgeError  # noqa: F401 (JudgeError: raised by judges, re-exported here)
 
 AnswerKind = Literal["multiple_choice", "yes_no", "short_answer", "open", "grounding"]
 AnswerSource = Literal["boxed", "choice", "text", "judge"]
 ANSWER_KINDS: tuple[str, ...] = ("multiple_choice", "yes_no", "short_answer", "open", "grounding")
-
-
-class JudgeError(SailVL2Error, RuntimeError):
-    """The judge endpoint kept failing (after all retries) or refused the request."""
 
 
 @dataclass(frozen=True)
@@ -340,103 +329,6 @@ class Judge(Protocol):
     """Reads the answer out of a response when the rules cannot: a letter (multiple choice), a text, or None."""
 
     def __call__(self, question: str, response: str, options: Mapping[str, str] | None) -> str | None: ...
-
-
-class OpenAIJudge:
-    """A :class:`Judge` backed by any OpenAI-compatible ``/v1/chat/completions`` endpoint (greedy decoding).
-
-    Network errors, malformed replies, HTTP 408, 429 and 5xx are retried ``max_retries`` times with exponential
-    backoff (``retry_delay * 2**attempt`` s); other HTTP errors fail at once. Replies are cached in a JSONL file
-    keyed by a hash of the full request, so a re-run never pays twice for a question; each entry is one
-    ``O_APPEND`` write, so concurrent writers do not interleave lines.
-    """
-
-    def __init__(self, api_base: str, model: str, api_key: str | None = None, max_retries: int = 3,
-                 cache_path: str | Path | None = None, timeout: float = 60.0, retry_delay: float = 1.0) -> None:
-        if not isinstance(api_base, str) or not api_base.startswith(("http://", "https://")):
-            raise InputError(f"api_base must be an http(s) URL, got {api_base!r}")
-        if not isinstance(max_retries, int) or max_retries < 0:
-            raise InputError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        base = api_base.rstrip("/")  # "http://h:8000", ".../v1" and ".../v1/chat/completions" mean one endpoint
-        self.url = base if base.endswith("/chat/completions") else base + (
-            "/chat/completions" if base.endswith("/v1") else "/v1/chat/completions")
-        self.model, self.api_key, self.max_retries = model, api_key, max_retries
-        self.timeout, self.retry_delay = timeout, retry_delay
-        self.cache_path = Path(cache_path) if cache_path is not None else None
-        self._cache: dict[str, str] | None = None
-        self._unterminated = False  # the cache file ends in a partial line (a crash mid-write)
-        self._lock = threading.Lock()
-
-    def __call__(self, question: str, response: str, options: Mapping[str, str] | None = None) -> str | None:
-        letters = _check_options(options) if options is not None else None
-        lines = [f"Question: {question}", *(f"{k}. {v}" for k, v in (letters or {}).items()), f"Response: {response}",
-                 "Reply with only the letter of the option the response chose, or NONE if it chose none or several."
-                 if letters else "Reply with only the final answer the response states (a word, phrase or number), "
-                 "or NONE."]
-        system = "You read the final answer out of another model's response. Do not solve the question yourself."
-        request = {"model": self.model, "temperature": 0, "max_tokens": 64, "messages": [
-            {"role": "system", "content": system}, {"role": "user", "content": "\n".join(lines)}]}
-        key = hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-        with self._lock:
-            content = self._load_cache().get(key)
-        if content is None:
-            content = self._post(request)
-            self._store(key, content)
-        reply = content.strip()
-        if not reply or reply.strip(" .").upper() == "NONE":
-            return None
-        return extract_choice(reply, letters) if letters is not None else reply
-
-    def _load_cache(self) -> dict[str, str]:
-        if self._cache is None:
-            self._cache = {}
-            if self.cache_path is not None and self.cache_path.exists():
-                text = self.cache_path.read_text(encoding="utf-8")
-                self._unterminated = bool(text) and not text.endswith("\n")
-                for line in text.splitlines():
-                    try:
-                        entry = json.loads(line)
-                        self._cache[entry["key"]] = entry["content"]
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a line cut short by a crash: that request is simply asked again
-        return self._cache
-
-    def _store(self, key: str, content: str) -> None:
-        with self._lock:
-            self._load_cache()[key] = content
-            if self.cache_path is None:
-                return
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            line = ("\n" if self._unterminated else "") + json.dumps({"key": key, "content": content}) + "\n"
-            self._unterminated = False
-            fd = os.open(self.cache_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line.encode("utf-8"))
-            finally:
-                os.close(fd)
-
-    def _post(self, request: dict[str, object]) -> str:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        body, last_error = json.dumps(request).encode("utf-8"), ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(self.retry_delay * 2 ** (attempt - 1))
-            try:
-                req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.timeout) as reply:
-                    content = json.loads(reply.read().decode("utf-8"))["choices"][0]["message"]["content"]
-                if isinstance(content, str):
-                    return content
-                last_error = "message content is not a string"
-            except urllib.error.HTTPError as exc:
-                if exc.code not in (408, 429) and exc.code < 500:
-                    raise JudgeError(f"judge endpoint {self.url} refused the request: HTTP {exc.code}") from exc
-                last_error = f"HTTP {exc.code}"
-            except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:  # URLError is an OSError
-                last_error = f"{type(exc).__name__}: {exc}"
-        raise JudgeError(f"judge endpoint {self.url} failed {self.max_retries + 1} times; last error: {last_error}")
 
 
 # ----------------------------------------------------------------------------------------------- entry point

@@ -99,7 +99,7 @@ def build_prompt(item: BenchmarkItem, spec: BenchmarkSpec, thinking: bool = Fals
         size = (max(1, round(first.width * spec.upscale)), max(1, round(first.height * spec.upscale)))
         images = [first.resize(size, Image.BILINEAR), *images[1:]]
     text = _image_prefix(len(images), video) + _body(item, spec)
-    if thinking:
+    if thinking and not text.endswith(THINKING_SUFFIX):  # suite records may carry the instruction already
         text += THINKING_SUFFIX
     return PreparedInput(
         index=item.index,
