@@ -6,6 +6,9 @@
     sailvl2 train RECIPE [key=value ...]                                   # train (also under torchrun)
     sailvl2 nano [--preset smoke]                                          # nano ladder from scratch + report
     sailvl2 soup CKPT... --out DIR [--weights W...]                        # weighted average of checkpoints
+    sailvl2 eval --data BENCH.tsv [--model DIR | --api-base URL --api-model NAME]   # benchmark evaluation
+    sailvl2 eval-compare RESULT_DIR... [--paper 2B|8B]                    # results side by side
+    sailvl2 curate PIPELINE.yaml [--engine local|ray] [--workers N]        # data curation (docs/curation.md)
 """
 
 from __future__ import annotations
@@ -56,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     soup.add_argument("--weights", nargs="+", type=float, default=None, help="one weight per checkpoint")
     soup.add_argument("--dtype", default=None, help="output dtype (default: as stored)")
     soup.add_argument("--max-shard-size", default="5GB")
+
+    from .evaluation.cli import register as register_evaluation
+
+    register_evaluation(commands)
+
+    from .curation.cli import register as register_curate
+
+    register_curate(commands)
     return parser
 
 
@@ -171,6 +182,8 @@ def _train(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if hasattr(args, "handler"):  # subcommands registered by other modules (evaluation, curation)
+            return args.handler(args)
         if args.command == "soup":
             return _soup(args)
         if args.command == "train":
