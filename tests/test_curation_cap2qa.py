@@ -5,8 +5,6 @@ the caption. Expected pairs, attempts and request counts follow from the canned 
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,8 @@ from sailvl2.data.readers import iter_records
 from sailvl2.data.records import Record, parse_record, validate_record
 from sailvl2.errors import InputError
 from sailvl2.evaluation.endpoint import EndpointClient, EndpointSettings
+
+from .http_stub import JSONStub, serve
 
 CAPTION = ("A red bicycle leans against a white fence. Three children play football on the grass behind it, "
            "and a sign on the gate reads OPEN.")
@@ -49,10 +49,7 @@ REPLIES = {  # tag -> replies of successive requests (the last one repeats)
 }
 
 
-class _Stub(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
+class _Stub(JSONStub):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         text = "".join(part["text"] for part in body["messages"][-1]["content"] if part["type"] == "text")
@@ -66,24 +63,11 @@ class _Stub(BaseHTTPRequestHandler):
         content = replies[min(count, len(replies)) - 1]
         self._send(200, json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode())
 
-    def _send(self, status, payload):
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
 
 @pytest.fixture()
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
-    httpd.daemon_threads = True
-    httpd.prompts, httpd.lock = {}, threading.Lock()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(_Stub, prompts={}) as httpd:
+        yield httpd
 
 
 def _base(httpd) -> str:

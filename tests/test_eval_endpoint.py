@@ -6,9 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -23,13 +22,12 @@ from sailvl2.evaluation.endpoint import (
 )
 from sailvl2.evaluation.prompts import PreparedInput
 
+from .http_stub import JSONStub, serve
 
-class _Stub(BaseHTTPRequestHandler):
+
+class _Stub(JSONStub):
     """Answers `echo:<all text parts>`; behaviour keyed by words in the text: FAILONCE (one 500 first),
     ALWAYS500, BAD400, SLOW (sleeps 0.8 s), GARBAGE (200 with a non-completion body)."""
-
-    def log_message(self, *args):  # keep test output quiet
-        pass
 
     def do_POST(self):
         server = self.server
@@ -50,24 +48,11 @@ class _Stub(BaseHTTPRequestHandler):
         reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "echo:" + text}}]}
         self._send(200, json.dumps(reply).encode())
 
-    def _send(self, status, payload):
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
 
 @pytest.fixture()
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
-    httpd.daemon_threads = True
-    httpd.requests, httpd.counts, httpd.lock = [], {}, threading.Lock()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(_Stub, requests=[], counts={}) as httpd:
+        yield httpd
 
 
 def _base(httpd, suffix=""):

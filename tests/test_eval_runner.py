@@ -9,8 +9,6 @@ import base64
 import csv
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
@@ -24,6 +22,8 @@ from sailvl2.evaluation.registry import get_spec
 from sailvl2.evaluation.runner import ModelGenerator, RunSettings, run_eval
 from sailvl2.evaluation.scoring import score_benchmark
 from sailvl2.tiny import TINY_VISION, build_random_checkpoint
+
+from .http_stub import JSONStub, serve
 
 GOLD = ["A", "B", "C", "B", "A", "C", "B", "A", "C"]
 
@@ -125,12 +125,9 @@ def test_resume_with_other_settings_is_refused_and_limit_extends(tiny, data, tmp
 # ------------------------------------------------------------------------------------------------ endpoint
 
 
-class _Stub(BaseHTTPRequestHandler):
+class _Stub(JSONStub):
     """Answers "The answer is (X)." with X the letter after "pick" in the question, except: question 1 gets a
     wrong letter, question 2 fails once with a 500 (then answers), question 3 fails while `down` is set."""
-
-    def log_message(self, *args):
-        pass
 
     def do_POST(self):
         server = self.server
@@ -148,24 +145,11 @@ class _Stub(BaseHTTPRequestHandler):
         reply = {"choices": [{"message": {"role": "assistant", "content": f"The answer is ({letter})."}}]}
         self._send(200, json.dumps(reply).encode())
 
-    def _send(self, status, payload):
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
 
 @pytest.fixture()
 def stub():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
-    httpd.daemon_threads = True
-    httpd.requests, httpd.lock, httpd.down = [], threading.Lock(), True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(_Stub, requests=[], down=True) as httpd:
+        yield httpd
 
 
 def test_openai_endpoint_end_to_end_through_the_cli(stub, data, tmp_path, capsys, monkeypatch):

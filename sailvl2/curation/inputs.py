@@ -31,7 +31,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ..data.errors import DataError
-from ..data.readers import SourceSpec
+# The WebDataset grouping and member reading are the training readers' own, so both see the same samples.
+from ..data.readers import SourceSpec, _read_member, _tar_groups
 from ..data.records import REASON_BAD_JSON, REASON_BAD_RECORD, ImageRef, parse_record
 from .config import InputSpec
 from .types import CurationError, Decision, Item
@@ -127,7 +128,7 @@ def _read_parquet(path: str) -> Iterator[_Raw]:
 def _read_tar(path: str) -> Iterator[_Raw]:
     try:
         with tarfile.open(path, "r:*") as archive:
-            for key, members in _tar_samples(archive):
+            for key, members in _tar_groups(archive):
                 where = f"{path}:{key}"
                 meta = [m for m in members if m.name.endswith(".json")]
                 images = sorted((m for m in members if _ext(m.name) in _IMAGE_EXTS), key=lambda m: m.name)
@@ -135,40 +136,14 @@ def _read_tar(path: str) -> Iterator[_Raw]:
                     yield where, DataError(f"sample {key} has {len(meta)} .json members, expected 1"), None, key
                     continue
                 try:
-                    obj = json.loads(_member_bytes(archive, meta[0]))
+                    obj = json.loads(_read_member(archive, meta[0]))
                 except ValueError as exc:
                     yield where, exc, None, key
                     continue
-                refs = [ImageRef(f"{path}/{m.name}", _member_bytes(archive, m)) for m in images]
+                refs = [ImageRef(f"{path}/{m.name}", _read_member(archive, m)) for m in images]
                 yield where, obj, refs or None, key
     except (tarfile.TarError, OSError) as exc:
         raise CurationError(f"cannot read tar shard {path!r}: {exc}") from exc
-
-
-def _tar_samples(archive: tarfile.TarFile) -> Iterator[tuple[str, list[tarfile.TarInfo]]]:
-    """WebDataset grouping: adjacent files sharing the path up to the first dot of the base name."""
-    key, members = "", []
-    for member in archive:
-        folder, base = posixpath.split(member.name)
-        stem, dot, _ = base.partition(".")
-        if not member.isfile() or not stem or not dot:
-            continue
-        member_key = posixpath.join(folder, stem)
-        if members and member_key != key:
-            yield key, members
-            members = []
-        key = member_key
-        members.append(member)
-    if members:
-        yield key, members
-
-
-def _member_bytes(archive: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
-    handle = archive.extractfile(member)
-    if handle is None:
-        raise tarfile.TarError(f"member {member.name} has no data")
-    with handle:
-        return handle.read()
 
 
 _RAW_READERS = {"jsonl": _read_jsonl, "parquet": _read_parquet, "webdataset": _read_tar}
