@@ -208,3 +208,25 @@ def test_settings_are_checked():
         get_stage("ngram_resample", {})
     with pytest.raises(CurationError, match="unknown setting"):
         get_stage("ngram_resample", {"fraction": 0.5, "ngram": 3})
+
+
+def test_global_stage_summary_reaches_the_pipeline_report(tmp_path):
+    import json
+
+    from sailvl2.curation import PipelineConfig, run_pipeline
+    from sailvl2.curation.config import InputSpec, StageSpec
+
+    answers = ["The image shows a cat next to the table."] * 30 + [f"word{k} other{k} thing{k}" for k in range(30)]
+    records = [{"id": f"r{k}", **_qa("Describe the image.", text)} for k, text in enumerate(answers)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    config = PipelineConfig(inputs=(InputSpec(str(tmp_path / "data.jsonl")),), output=str(tmp_path / "out"),
+                            stages=(StageSpec("ngram_resample", {"fraction": 0.5, "seed": 0, "top": 5}),),
+                            shard_size=16)
+    run_pipeline(config, workers=0, progress=False)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    summary = next(stage for stage in report["stages"] if stage["name"] == "ngram_resample")["summary"]
+    kept = [json.loads(line)["conversations"][1]["value"]
+            for path in sorted((tmp_path / "out" / "data").glob("*.jsonl")) for line in path.open()]
+    assert summary["top_share_before"] == pytest.approx(_share(answers, top=5))
+    assert summary["top_share_after"] == pytest.approx(_share(kept, top=5))
+    assert summary["top_share_after"] < summary["top_share_before"]

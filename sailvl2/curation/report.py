@@ -70,6 +70,8 @@ def write_report(root: str | os.PathLike, stage_names: Sequence[str], decision_f
     for name, counts in stages.items():
         stats = info.get("stage_stats", {}).get(name)
         counts["reasons"] = dict(sorted(counts["reasons"].items(), key=lambda kv: (-kv[1], kv[0])))
+        if stats and stats.get("summary") is not None:  # a global stage's own summary (stats.json)
+            counts["summary"] = stats["summary"]
         if stats and stats.get("seconds"):
             counts["seconds"] = stats["seconds"]
             counts["records_per_s"] = stats["in"] / stats["seconds"]

@@ -201,8 +201,10 @@ def _apply_global(stage: Any, items: Iterable[Item], layout: Layout, phase: int)
     if pending or next(upstream, None) is not None:
         raise CurationError(f"global stage {stage.name!r} stopped before answering every item")
     seconds = time.perf_counter() - clock - waited
-    write_atomic(layout.stage(phase, stage.name, "stats.json"),
-                  [json.dumps({"in": total, "kept": kept, "seconds": seconds})])
+    stats = {"in": total, "kept": kept, "seconds": seconds}
+    if callable(getattr(stage, "summary", None)):  # e.g. bucket sizes, n-gram shares before/after
+        stats["summary"] = stage.summary()
+    write_atomic(layout.stage(phase, stage.name, "stats.json"), [json.dumps(stats)])
     write_atomic(layout.stage(phase, stage.name, "decisions"), lines)
 
 
