@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from PIL import Image
 
 from sailvl2 import demo
 
 
-@pytest.mark.skipif(not (demo.SHIPPED_MODEL_DIR / "config.json").is_file(), reason="no shipped nano model")
 def test_demo_answers_bundled_examples_and_draws_boxes(tmp_path, capsys):
     assert demo.main(["--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out

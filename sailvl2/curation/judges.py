@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -224,7 +225,7 @@ class Judge(Protocol):
     def ask(self, name: str, requests: Sequence[JudgeRequest]) -> list[Verdict]: ...
 
 
-class PromptJudge:
+class PromptJudge(ABC):
     """Shared logic of the backends: prompt, generate (``_generate``), parse, count unreadable replies."""
 
     def __init__(self, prompt_style: str | None = "rubric", max_new_tokens: int = 8) -> None:
@@ -262,8 +263,9 @@ class PromptJudge:
     def _style(self) -> str:
         return self.prompt_style or "rubric"
 
+    @abstractmethod
     def _generate(self, texts: list[str], images: list[list[Any]], max_new_tokens: int) -> list[str]:
-        raise NotImplementedError
+        """One reply per (text, images): the backend's generation (endpoint or in-process model)."""
 
 
 class EndpointJudge(PromptJudge):
