@@ -1,10 +1,16 @@
 """Caption -> QA (sailvl2.curation.cap2qa and the ``cap2qa`` stage) against a local `http.server` stub on
 127.0.0.1 (port 0) that returns canned chat completions, well-formed and malformed, chosen by a tag word in
-the caption. Expected pairs, attempts and request counts follow from the canned replies."""
+the caption. Expected pairs, attempts, request counts and the generated records' ids and places in the
+curated output follow from the canned replies."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,10 +18,10 @@ from PIL import Image
 
 from sailvl2.curation.cap2qa import (Cap2QASettings, CaptionToQA, QAPair, caption_of, captions_to_qa,
                                      parse_qa_reply)
+from sailvl2.curation import Decision, load_pipeline, register_stage
 from sailvl2.curation.config import InputSpec, PipelineConfig, StageSpec
 from sailvl2.curation.runner import run_pipeline
 from sailvl2.curation.stages import get_stage
-from sailvl2.curation.stages.synthesis import expand_generated_file, expand_generated_qa
 from sailvl2.curation.types import CurationError, Item
 from sailvl2.data.readers import iter_records
 from sailvl2.data.records import Record, parse_record, validate_record
@@ -23,6 +29,8 @@ from sailvl2.errors import InputError
 from sailvl2.evaluation.endpoint import EndpointClient, EndpointSettings
 
 from .http_stub import JSONStub, serve
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 CAPTION = ("A red bicycle leans against a white fence. Three children play football on the grass behind it, "
            "and a sign on the gate reads OPEN.")
@@ -54,6 +62,7 @@ class _Stub(JSONStub):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         text = "".join(part["text"] for part in body["messages"][-1]["content"] if part["type"] == "text")
         tag = next((t for t in [*REPLIES, "HTTP400"] if f"[{t}]" in text), "GOOD")
+        time.sleep(getattr(self.server, "delay", 0.0))  # a slow endpoint, for the kill-and-resume test
         with self.server.lock:
             self.server.prompts.setdefault(tag, []).append(text)
             count = len(self.server.prompts[tag])
@@ -189,22 +198,25 @@ def _item(tag: str, root: Path) -> Item:
     return Item(record["id"], record, str(root))
 
 
-def test_stage_attaches_qa_and_expands(server, tmp_path):
-    import sailvl2.curation.stages.synthesis  # noqa: F401 - registers "cap2qa"
-
+def test_stage_returns_the_qa_records_with_the_captions_decision(server, tmp_path):
     settings = {"api_base": _base(server), "model": "stub", "retries": 0, "timeout": 5, "max_attempts": 2}
     stage = get_stage("cap2qa", settings)
     other = Item("multi", {"conversations": _record("GOOD")["conversations"] * 2}, str(tmp_path))
-    items = [_item("GOOD", tmp_path), other, _item("NEVER", tmp_path)]
+    video = Item("vid", {"video": ["f0.png", "f1.png"], "conversations": _record("GOOD")["conversations"]},
+                 str(tmp_path))
+    items = [_item("GOOD", tmp_path), other, _item("NEVER", tmp_path), video]
     decisions = stage.process(items)
-    assert [d.kept for d in decisions] == [True, True, True]
+    assert [d.kept for d in decisions] == [True, True, True, True]
     assert decisions[0].scores == {"cap2qa_pairs": 3.0, "cap2qa_attempts": 1.0} and decisions[1].scores == {}
-    attached = items[0].record["generated_qa"]
-    assert len(attached) == 3 and all("image" not in row for row in attached)
-    assert items[2].record["generated_qa"] == [] and "generated_qa" not in other.record
-    expanded = list(expand_generated_qa([{**items[0].record, "image": "/abs/img.png"}]))
-    assert [r["id"] for r in expanded] == ["cap-GOOD", "cap-GOOD:qa0", "cap-GOOD:qa1", "cap-GOOD:qa2"]
-    assert all(r["image"] == "/abs/img.png" for r in expanded) and "generated_qa" not in expanded[0]
+    assert decisions[0].generated == tuple(
+        {"image": "img.png", "conversations": [{"from": "human", "value": "<image>\n" + pair["question"]},
+                                               {"from": "gpt", "value": pair["answer"]}],
+         "kind": "direct", "task": "caption_qa", "source_caption": "cap-GOOD"} for pair in GOOD["qa"])
+    assert decisions[1].generated == () and decisions[2].generated == ()  # not a caption; no valid reply
+    assert decisions[2].scores == {"cap2qa_pairs": 0.0, "cap2qa_attempts": 2.0}
+    assert [row["video"] for row in decisions[3].generated] == [["f0.png", "f1.png"]] * 3
+    assert all("image" not in row for row in decisions[3].generated)
+    assert all("generated_qa" not in item.record for item in items)  # nothing attached to the caption
 
     dropping = get_stage("cap2qa", {**settings, "drop_failed": True})
     decision = dropping.process([_item("NEVER", tmp_path)])[0]
@@ -213,17 +225,130 @@ def test_stage_attaches_qa_and_expands(server, tmp_path):
         get_stage("cap2qa", {"model": "stub"})
 
 
-def test_stage_in_a_pipeline(server, tmp_path):
+@register_stage("t_no_three")
+class NoThree:
+    """Drops records answering "Three"; scores the answer's word count."""
+
+    def setup(self) -> None:
+        pass
+
+    def process(self, items):
+        decisions = []
+        for item in items:
+            answer = item.record["conversations"][-1]["value"]
+            kept = answer != "Three"
+            decisions.append(Decision(item.id, self.name, kept, None if kept else "text: three",
+                                      {"answer_words": len(answer.split())}))
+        return decisions
+
+
+@register_stage("t_position")
+class Position:
+    """Global: keeps every record, scoring its position in the stream."""
+
+    def process_all(self, items):
+        for k, item in enumerate(items):
+            yield Decision(item.id, self.name, True, scores={"position": k})
+
+
+def _cap2qa_pipeline(root: Path, httpd, output: str, **cap2qa) -> PipelineConfig:
+    settings = {"api_base": _base(httpd), "model": "stub", "retries": 0, "timeout": 5, "max_attempts": 1, **cap2qa}
+    return PipelineConfig(inputs=(InputSpec(str(root / "data.jsonl")),), output=str(root / output), shard_size=2,
+                          stages=(StageSpec("cap2qa", settings), StageSpec("t_no_three"), StageSpec("t_position")))
+
+
+def _curated(out: Path) -> list[dict]:
+    return [json.loads(line) for path in sorted((out / "data").glob("*.jsonl")) for line in path.open()]
+
+
+def _decision_files(out: Path) -> dict[str, str]:
+    return {path.name: path.read_text() for path in sorted((out / "decisions").glob("*.jsonl"))}
+
+
+def test_qa_records_go_through_the_rest_of_the_pipeline(server, tmp_path):
     Image.new("RGB", (64, 48), "green").save(tmp_path / "img.png")
-    rows = [_record("GOOD", record_id="g1"), _record("FENCE", record_id="g2")]
+    two_rounds = [{"from": "human", "value": "Hi."}, {"from": "gpt", "value": "Hello."}] * 2  # no caption
+    rows = [_record("GOOD", record_id="c0"), {"id": "m", "conversations": two_rounds},
+            _record("NEVER", record_id="c1"), _record("MANY", record_id="c2"), _record("FENCE", record_id="c3"),
+            _record("GOOD", record_id="c4")]
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    settings = {"api_base": _base(server), "model": "stub", "retries": 0, "timeout": 5}
-    config = PipelineConfig(inputs=(InputSpec(str(tmp_path / "data.jsonl")),), output=str(tmp_path / "out"),
-                            stages=(StageSpec("cap2qa", settings),), plugins=("sailvl2.curation.stages.synthesis",))
-    result = run_pipeline(config, workers=0)
-    assert result.kept == 2
-    expanded = tmp_path / "out" / "data" / "expanded.jsonl"
-    assert expand_generated_file(result.data_files[0], expanded) == 2 + 6
-    records = list(iter_records(str(expanded)))
-    assert [r.id for r in records][:2] == ["g1", "g1:qa0"]
-    assert all(isinstance(r, Record) and validate_record(r) is None for r in records)
+    result = run_pipeline(_cap2qa_pipeline(tmp_path, server, "out"), workers=0)
+    # By hand: c0, c2 (the first 3 of 5 pairs), c3, c4 get GOOD's 3 pairs as <id>:cap2qa.0..2 right after
+    # them; m is no caption, c1 never replies validly (kept, 0 pairs). t_no_three drops every .1 ("Three").
+    expected = []
+    for row in rows:
+        expected.append(row["id"])
+        if row["id"] in ("c0", "c2", "c3", "c4"):
+            expected += [f"{row['id']}:cap2qa.0", f"{row['id']}:cap2qa.2"]
+    records = _curated(tmp_path / "out")
+    assert [r["id"] for r in records] == expected
+    assert [r["curation"]["scores"]["position"] for r in records] == list(range(len(expected)))
+    assert records[1] == {"id": "c0:cap2qa.0", "image": str(tmp_path / "img.png"),
+                          "conversations": [{"from": "human", "value": "<image>\nWhat colour is the bicycle?"},
+                                            {"from": "gpt", "value": "red"}],
+                          "kind": "direct", "task": "caption_qa", "source_caption": "c0",
+                          "curation": {"scores": {"answer_words": 1, "position": 1}}}
+    assert records[0]["curation"]["scores"] == {"cap2qa_pairs": 3, "cap2qa_attempts": 1, "position": 0,
+                                                "answer_words": len(f"[GOOD] {CAPTION}".split())}
+    decisions = [json.loads(line) for text in _decision_files(tmp_path / "out").values() for line in text.splitlines()]
+    assert sorted(d["id"] for d in decisions if d["stage"] == "t_no_three" and not d["kept"]) == [
+        f"c{k}:cap2qa.1" for k in (0, 2, 3, 4)]
+    assert [d["generated"] for d in decisions if d["stage"] == "cap2qa" and d["id"] == "c3"] == [
+        ["c3:cap2qa.0", "c3:cap2qa.1", "c3:cap2qa.2"]]
+    counts = {s["name"]: s for s in result.report["stages"]}
+    assert [counts["cap2qa"][k] for k in ("in", "kept", "generated")] == [6, 6, 12]
+    assert [counts["t_no_three"][k] for k in ("in", "kept", "dropped")] == [18, 14, 4]
+    assert (result.inputs, result.report["generated"], result.kept) == (6, 12, 14)
+    parsed = [r for path in result.data_files for r in iter_records(str(path))]
+    assert [r.id for r in parsed] == expected
+    assert all(isinstance(r, Record) and validate_record(r, check_images=True) is None for r in parsed)
+    # A second run from scratch: the same ids, records and decisions.
+    run_pipeline(_cap2qa_pipeline(tmp_path, server, "again"), workers=0)
+    assert _curated(tmp_path / "again") == records
+    assert _decision_files(tmp_path / "again") == _decision_files(tmp_path / "out")
+
+
+@pytest.mark.slow  # a subprocess that imports sailvl2 with torch (it reads the inputs), killed mid-run
+def test_killed_cap2qa_run_resumes_with_every_record_exactly_once(server, tmp_path):
+    Image.new("RGB", (64, 48), "green").save(tmp_path / "img.png")
+    captions = []
+    for k in range(12):  # "#k#" tells the requests apart
+        record = _record("GOOD", record_id=f"c{k}")
+        record["conversations"][1]["value"] += f" #{k}#"
+        captions.append(json.dumps(record) + "\n")
+    (tmp_path / "data.jsonl").write_text("".join(captions))
+    yaml_text = (f"inputs: [data.jsonl]\noutput: {{out}}\nshard_size: 2\nplugins: [tests.test_curation_cap2qa]\n"
+                 f"stages: [{{{{stage: cap2qa, api_base: '{_base(server)}', model: stub, retries: 0, timeout: 5, "
+                 f"max_attempts: 1, concurrency: 1}}}}, {{{{stage: t_no_three}}}}, {{{{stage: t_position}}}}]\n")
+    (tmp_path / "killed.yaml").write_text(yaml_text.format(out="killed"))
+    (tmp_path / "clean.yaml").write_text(yaml_text.format(out="clean"))
+    server.delay = 0.25  # 0.5 s per shard of 2 captions: time to kill the run between shards 2 and 6
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}"
+           f"{os.environ.get('PYTHONPATH', '')}"}
+    process = subprocess.Popen([sys.executable, "-m", "sailvl2.cli", "curate", str(tmp_path / "killed.yaml"),
+                                "--workers", "0"], cwd=REPO_ROOT, env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "stderr.txt", "wb"))
+    decisions = tmp_path / "killed" / "decisions"
+    deadline = time.monotonic() + 240
+    try:
+        while len(list(decisions.glob("phase0-*.jsonl"))) < 2:
+            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "stderr.txt").read_text()
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    done_before = len(list(decisions.glob("phase0-*.jsonl")))
+    assert done_before < 6 and not (tmp_path / "killed" / "data").exists()
+    server.delay = 0.0
+    resumed = run_pipeline(load_pipeline(tmp_path / "killed.yaml"), workers=0)
+    # The captions of the finished shards (the first ones: one process, shards in order) were asked about
+    # once, by the killed run; the others again by the resumed run.
+    asked = [sum(f"#{k}#" in prompt for prompt in server.prompts["GOOD"]) for k in range(12)]
+    assert asked[:2 * done_before] == [1] * (2 * done_before) and min(asked[2 * done_before:]) >= 1
+    clean = run_pipeline(load_pipeline(tmp_path / "clean.yaml"), workers=0)
+    ids = [r["id"] for r in _curated(tmp_path / "killed")]
+    assert ids == [i for k in range(12) for i in (f"c{k}", f"c{k}:cap2qa.0", f"c{k}:cap2qa.2")]
+    assert _curated(tmp_path / "killed") == _curated(tmp_path / "clean")
+    assert _decision_files(tmp_path / "killed") == _decision_files(tmp_path / "clean")
+    assert resumed.report["throughput"]["resumed_shards"] == done_before
+    assert (resumed.kept, resumed.report["generated"]) == (clean.kept, clean.report["generated"]) == (36, 36)

@@ -93,6 +93,53 @@ class SetupLog:
         return [Decision(item.id, self.name, True) for item in items]
 
 
+@register_stage("t_twin")
+class Twin:
+    """Generates ``copies`` records after each item, its record answering "<answer> again <k>"; drops the
+    originals rN with N divisible by ``drop_every`` (0: none), which still get their copies."""
+
+    def __init__(self, copies: int = 1, drop_every: int = 0) -> None:
+        self.copies, self.drop_every = copies, drop_every
+
+    def setup(self) -> None:
+        pass
+
+    def process(self, items):
+        decisions = []
+        for item in items:
+            human, gpt = item.record["conversations"]
+            copies = tuple({**item.record, "conversations": [human, {**gpt, "value": f"{gpt['value']} again {k}"}]}
+                           for k in range(self.copies))
+            dropped = self.drop_every and int(item.id[1:]) % self.drop_every == 0
+            decisions.append(Decision(item.id, self.name, not dropped, "twin: replaced" if dropped else None,
+                                      generated=copies))
+        return decisions
+
+
+@register_stage("t_global_twin")
+class GlobalTwin:
+    """A global stage that (wrongly) generates a record."""
+
+    def process_all(self, items):
+        for item in items:
+            yield Decision(item.id, self.name, True, generated=({"conversations": []},))
+
+
+@register_stage("t_bad_generated")
+class BadGenerated:
+    """Generates ``what`` (a list of records) after each item."""
+
+    def __init__(self, what: str = "set") -> None:
+        self.what = what
+
+    def setup(self) -> None:
+        pass
+
+    def process(self, items):
+        records = ({"tags": {1, 2}},) if self.what == "set" else ("not a record",)
+        return [Decision(item.id, self.name, True, generated=records) for item in items]
+
+
 def _record(record_id, image, answer):
     return {"id": record_id, "image": image,
             "conversations": [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": answer}]}
@@ -234,17 +281,69 @@ def test_a_stage_that_raises_drops_only_the_failing_items(tmp_path):
     assert [row["id"] for row in rows if row["stage"] == "t_min_side"] == ["r0", "r1", "r3", "r4", "r5", "zero"]
 
 
-@pytest.mark.slow  # two spawned workers each import sailvl2 (torch, transformers): ~10 s on 2 cores
+def test_generated_records_follow_their_parent_through_later_stages(tmp_path):
+    _dataset(tmp_path, count=8)
+    stages = [("t_twin", {"copies": 2, "drop_every": 3}), ("t_min_side", {"min_side": 12}), ("t_answer_dedup", {})]
+    result = run_pipeline(_pipeline(tmp_path, stages), workers=0)
+    # By hand. t_twin drops r0, r3, r6 and adds rN:t_twin.0 / .1 ("answer N%5 again 0 / 1") after every rN.
+    # t_min_side drops r0's copies (they share r0's 10-px-wide image). t_answer_dedup drops r6's copies
+    # (r1's answers again), r7 and its copies (r2's).
+    twins = lambda n: [f"r{n}:t_twin.0", f"r{n}:t_twin.1"]  # noqa: E731
+    expected = ["r1", *twins(1), "r2", *twins(2), *twins(3), "r4", *twins(4), "r5", *twins(5)]
+    records = _output(tmp_path / "out")
+    assert [r["id"] for r in records] == expected
+    by_id = {r["id"]: r for r in records}
+    assert by_id["r3:t_twin.1"]["conversations"][1]["value"] == "answer 3 again 1"
+    assert by_id["r3:t_twin.1"]["image"] == str(tmp_path / "imgs" / "3.png")  # the parent's image, resolved
+    assert by_id["r3:t_twin.1"]["curation"]["scores"] == {"side": 16, "length": len("answer 3 again 1")}
+    rows = [json.loads(line) for text in _decisions(tmp_path / "out").values() for line in text.splitlines()]
+    assert [r["generated"] for r in rows if r["stage"] == "t_twin" and r["id"] == "r0"] == [twins(0)]
+    assert {r["id"] for r in rows if r["stage"] == "t_min_side" and not r["kept"]} == set(twins(0))
+    assert {r["id"] for r in rows if r["stage"] == "t_answer_dedup" and not r["kept"]} == {
+        *twins(6), "r7", *twins(7)}
+    counts = {s["name"]: s for s in result.report["stages"]}
+    assert [counts["t_twin"][k] for k in ("in", "kept", "dropped", "generated")] == [8, 5, 3, 16]
+    assert [counts["t_min_side"][k] for k in ("in", "kept", "dropped", "generated")] == [5 + 16, 19, 2, 0]
+    assert [counts["t_answer_dedup"][k] for k in ("in", "kept", "dropped")] == [19, 14, 5]
+    assert (result.inputs, result.report["generated"], result.kept, result.report["dropped"]) == (8, 16, 14, 10)
+    assert "8 records read, 16 generated, **14 kept**" in (tmp_path / "out" / "report.md").read_text()
+    # Ready for training, and the same on a rerun from scratch.
+    parsed = [r for path in result.data_files for r in iter_records(str(path))]
+    assert [r.id for r in parsed] == expected and all(validate_record(r, check_images=True) is None for r in parsed)
+    decisions = _decisions(tmp_path / "out")
+    run_pipeline(_pipeline(tmp_path, stages), workers=0, resume=False)
+    assert _output(tmp_path / "out") == records and _decisions(tmp_path / "out") == decisions
+
+
+def test_generated_records_are_refused_from_global_stages_and_id_clashes(tmp_path):
+    _dataset(tmp_path, count=2)
+    with pytest.raises(CurationError, match="global stage 't_global_twin' generated records for 'r0'"):
+        run_pipeline(_pipeline(tmp_path, [("t_global_twin", {})]), workers=0)
+    with pytest.raises(CurationError, match="record 0 generated from 'r0' is not JSON"):
+        run_pipeline(_pipeline(tmp_path, [("t_bad_generated", {})], output=str(tmp_path / "set")), workers=0)
+    with pytest.raises(CurationError, match="Decision.generated of 'r0' must be a tuple of records"):
+        run_pipeline(_pipeline(tmp_path, [("t_bad_generated", {"what": "str"})], output=str(tmp_path / "str")),
+                     workers=0)
+    with open(tmp_path / "data.jsonl", "a") as handle:  # an input already named like r0's first copy
+        handle.write(json.dumps(_record("r0:t_twin.0", "imgs/1.png", "other")) + "\n")
+    with pytest.raises(CurationError, match="two curated records share the id 'r0:t_twin.0'"):
+        run_pipeline(_pipeline(tmp_path, [("t_twin", {})], output=str(tmp_path / "clash")), workers=0)
+
+
+@pytest.mark.slow  # two spawned workers (each imports sailvl2's curation modules, not torch)
 def test_two_workers_give_the_same_output_and_set_up_once_per_process(tmp_path):
     _dataset(tmp_path, count=20)
     log = tmp_path / "setup"
     log.mkdir()
-    stages = [("t_setup_log", {"folder": str(log)}), ("t_min_side", {"min_side": 20}), ("t_answer_dedup", {})]
+    stages = [("t_setup_log", {"folder": str(log)}), ("t_min_side", {"min_side": 20}), ("t_twin", {}),
+              ("t_answer_dedup", {})]
     parallel = run_pipeline(_pipeline(tmp_path, stages, output=str(tmp_path / "p")), workers=2)
     serial = run_pipeline(_pipeline(tmp_path, stages, output=str(tmp_path / "s")), workers=0)
     assert _output(tmp_path / "p") == _output(tmp_path / "s")
     assert _decisions(tmp_path / "p") == _decisions(tmp_path / "s")
-    assert parallel.kept == serial.kept == 5  # r5..r9; r10..r19 repeat their answers
+    # r5..r9 and their copies; r10..r19 and their copies repeat their answers.
+    assert [r["id"] for r in _output(tmp_path / "p")] == [i for n in range(5, 10) for i in (f"r{n}", f"r{n}:t_twin.0")]
+    assert parallel.kept == serial.kept == 10
     pids = [name.split("-")[1] for name in os.listdir(log)]
     worker_pids = [p for p in pids if p != str(os.getpid())]
     assert len(worker_pids) == len(set(worker_pids)) <= 2 and worker_pids  # 5 shards, one setup per worker
@@ -402,17 +501,18 @@ def test_ray_engine_gives_the_local_engines_output(tmp_path):
     lines = (tmp_path / "data.jsonl").read_text().splitlines()
     lines[9] = json.dumps(_record("r9", "imgs/9.png", "boom"))
     (tmp_path / "data.jsonl").write_text("\n".join(lines) + "\n")
-    stages = [("t_min_side", {"min_side": 14}), ("t_raises", {}), ("t_answer_dedup", {}),
+    stages = [("t_min_side", {"min_side": 14}), ("t_raises", {}), ("t_twin", {}), ("t_answer_dedup", {}),
               ("t_min_side2", {"min_side": 16})]
     local = run_pipeline(_pipeline(tmp_path, stages, output=str(tmp_path / "local")), workers=0)
     ray = run_pipeline(_pipeline(tmp_path, stages, output=str(tmp_path / "ray")), workers=2, engine="ray")
     assert ray.report["throughput"]["engine"] == "ray"
-    # By hand: r0, r1 too small (widths 10, 12); r9 raises; answers i % 5 repeat from r7 on, so r7, r8 and
-    # r10..r13 are duplicates; t_min_side2 (a map phase after the global one) drops r2 (width 14 < 16).
-    assert [r["id"] for r in _output(tmp_path / "ray")] == ["r3", "r4", "r5", "r6"]
+    # By hand: r0, r1 too small (widths 10, 12); r9 raises; every survivor rN gets a copy rN:t_twin.0
+    # ("answer N%5 again 0"); answers i % 5 repeat from r7 on, so r7, r8 and r10..r13 and their copies are
+    # duplicates; t_min_side2 (a map phase after the global one) drops r2 and its copy (width 14 < 16).
+    assert [r["id"] for r in _output(tmp_path / "ray")] == [i for n in range(3, 7) for i in (f"r{n}", f"r{n}:t_twin.0")]
     assert _output(tmp_path / "ray") == _output(tmp_path / "local")
     assert _decisions(tmp_path / "ray") == _decisions(tmp_path / "local")
-    assert ray.kept == local.kept == 4
+    assert ray.kept == local.kept == 8 and ray.report["generated"] == local.report["generated"] == 11
 
 
 @register_stage("t_min_side2")

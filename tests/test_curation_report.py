@@ -133,5 +133,5 @@ def test_json_and_markdown_are_written(run_folder):
     root, report = run_folder
     assert json.loads((root / "out" / "report.json").read_text()) == json.loads(json.dumps(report))
     markdown = (root / "out" / "report.md").read_text()
-    assert "| validate | 6 | 2 | 4 | 2.0 | undecodable image: 2, bomb: 1, error: 1 |" in markdown
+    assert "| validate | 6 | 2 | 4 | 0 | 2.0 | undecodable image: 2, bomb: 1, error: 1 |" in markdown
     assert "![vir](report/score-vir.png)" in markdown

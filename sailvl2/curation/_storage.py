@@ -16,7 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from .types import Decision, Item
+from .types import CurationError, Decision, Item
 
 
 def write_atomic(path: Path, lines: Iterable[str]) -> int:
@@ -59,11 +59,15 @@ def image_paths(record: dict[str, Any], root: str) -> list[str]:
     return [p if os.path.isabs(p) else os.path.abspath(os.path.join(root, p)) for p in paths]
 
 
-def decision_line(decision: Decision, item: Item | None) -> str:
+def decision_line(decision: Decision, item: Item | None, generated: list[str] | None = None) -> str:
+    """One decision as a JSON line; ``generated`` lists the ids of the records the stage made from the item
+    (the ``generated`` key is written only when there are some)."""
     row: dict[str, Any] = {"id": decision.id, "stage": decision.stage, "kept": decision.kept,
                            "reason": decision.reason, "scores": decision.scores}
     if not decision.kept and item is not None:  # for the report's contact sheet of dropped examples
         row["image"] = next(iter(image_paths(item.record, item.root)), None)
+    if generated:
+        row["generated"] = generated
     return json.dumps(row, ensure_ascii=False)
 
 
@@ -92,11 +96,12 @@ class Layout:
 
 def write_curated(items: Iterable[Item], root: Path, shard_size: int, images: str) -> list[Path]:
     """The curated shards ``root/data/curated-NNNNN.jsonl`` of ``shard_size`` records each, built in
-    ``root/.data.tmp`` and renamed into place as a whole; returns the shard paths."""
+    ``root/.data.tmp`` and renamed into place as a whole; returns the shard paths. Raises on a repeated id
+    (an input id shaped like a generated one, ``<id>:<stage>.<k>``, can collide with one)."""
     temp, final = root / ".data.tmp", root / "data"
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
-    files, iterator, index = [], iter(items), 0
+    files, iterator, index = [], _unique(items), 0
     while chunk := list(islice(iterator, shard_size)):
         lines = (json.dumps(output_record(item, images, temp), ensure_ascii=False) for item in chunk)
         write_atomic(temp / f"curated-{index:05d}.jsonl", lines)
@@ -105,6 +110,16 @@ def write_curated(items: Iterable[Item], root: Path, shard_size: int, images: st
     shutil.rmtree(final, ignore_errors=True)
     os.replace(temp, final)
     return files
+
+
+def _unique(items: Iterable[Item]) -> Iterator[Item]:
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise CurationError(f"two curated records share the id {item.id!r}: an input record's id equals "
+                                f"the id of a record a stage generated (<parent id>:<stage>.<k>); rename it")
+        seen.add(item.id)
+        yield item
 
 
 def output_record(item: Item, images: str, data_dir: Path) -> dict[str, Any]:

@@ -28,10 +28,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import EndpointError, InputError
-from ..evaluation.prompts import PreparedInput
+
+if TYPE_CHECKING:  # imported where used: sailvl2.evaluation.prompts loads torch (its image helpers)
+    from ..evaluation.prompts import PreparedInput
 
 __all__ = ["DEFAULT_PROMPT", "CaptionToQA", "Cap2QAResult", "Cap2QASettings", "CompletionClient", "QAPair",
            "caption_of", "captions_to_qa", "parse_qa_reply", "qa_records"]
@@ -225,6 +227,8 @@ class CaptionToQA:
         caption = caption_of(record)
         if caption is None:
             return Cap2QAResult(caption_id, (), (), 0, ("not a caption record (one human and one gpt turn)",))
+        from ..evaluation.prompts import PreparedInput
+
         base = self.prompt_for(caption)
         problems: list[str] = []
         prompt = base

@@ -28,14 +28,15 @@ import os
 import posixpath
 import tarfile
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..data.errors import DataError
-# The WebDataset grouping and member reading are the training readers' own, so both see the same samples.
-from ..data.readers import SourceSpec, _read_member, _tar_groups
-from ..data.records import REASON_BAD_JSON, REASON_BAD_RECORD, ImageRef, parse_record
 from .config import InputSpec
 from .types import CurationError, Decision, Item
+
+# sailvl2.data is imported where it is used: its package imports torch (through sailvl2.processing), and only
+# the driver reads inputs, not the worker processes that import this module with the runner.
+if TYPE_CHECKING:
+    from ..data.records import ImageRef
 
 __all__ = ["CAPTION_PROMPT", "READ_STAGE", "iter_inputs", "iter_source"]
 
@@ -59,6 +60,10 @@ def iter_inputs(inputs: Iterable[InputSpec], images_dir: str | os.PathLike) -> I
 
 def iter_source(spec: InputSpec, images_dir: str | os.PathLike) -> Iterator[Item | Decision]:
     """One input's items (ids unique within a file, not across inputs: see :func:`iter_inputs`)."""
+    from ..data.errors import DataError
+    from ..data.readers import SourceSpec
+    from ..data.records import REASON_BAD_JSON, REASON_BAD_RECORD
+
     images_dir = os.fspath(images_dir)
     paths = [spec.path] if isinstance(spec.path, str) else list(spec.path)
     if spec.format == "folder" or (spec.format is None and len(paths) == 1 and os.path.isdir(paths[0])):
@@ -126,6 +131,11 @@ def _read_parquet(path: str) -> Iterator[_Raw]:
 
 
 def _read_tar(path: str) -> Iterator[_Raw]:
+    from ..data.errors import DataError
+    # The WebDataset grouping and member reading are the training readers' own, so both see the same samples.
+    from ..data.readers import _read_member, _tar_groups
+    from ..data.records import ImageRef
+
     try:
         with tarfile.open(path, "r:*") as archive:
             for key, members in _tar_groups(archive):
@@ -153,6 +163,8 @@ _RAW_READERS = {"jsonl": _read_jsonl, "parquet": _read_parquet, "webdataset": _r
 
 
 def _iter_folder(folder: str, spec: InputSpec) -> Iterator[Item | Decision]:
+    from ..data.records import REASON_BAD_RECORD
+
     root = os.path.abspath(spec.image_root or folder)
     for relpath in _walk(folder):
         stem = os.path.splitext(relpath)[0]
@@ -206,6 +218,9 @@ def _caption(text: str) -> dict[str, Any]:
 
 def _item(obj: Any, where: str, fallback: str, root: str, kind: str, blobs: list[ImageRef] | None,
           save_dir: str, index: int) -> Item | Decision:
+    from ..data.errors import DataError
+    from ..data.records import REASON_BAD_RECORD, parse_record
+
     try:
         parsed = parse_record(obj, source=where, fallback_id=fallback, kind=kind, images=blobs)
     except DataError as exc:

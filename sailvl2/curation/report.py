@@ -2,7 +2,8 @@
 
 Written into the output folder by the runner after the curated data:
 
-* ``report.json`` - counts per stage (in / kept / dropped) and per reason category (the text before the
+* ``report.json`` - counts per stage (in / kept / dropped / generated: new records a map stage made from
+  its items, which reach the next stage besides the kept ones) and per reason category (the text before the
   first ``": "`` of a reason, as in :func:`sailvl2.data.records.reason_category`), a summary and histogram
   of every numeric score (split by the record's final fate: kept or dropped), throughput (records/s per
   stage = records in / seconds the stage spent on them, summed over workers; overall = records read / wall
@@ -32,7 +33,6 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from ..data.records import reason_category
 
 __all__ = ["write_report"]
 
@@ -44,18 +44,21 @@ _BINS = 20
 def write_report(root: str | os.PathLike, stage_names: Sequence[str], decision_files: Sequence[Path],
                  data_files: Sequence[Path], info: dict[str, Any], examples: int = 16) -> dict[str, Any]:
     """Write ``report.json``, ``report.md`` and the pictures under ``root``; returns the JSON content."""
+    from ..data.records import reason_category  # here: sailvl2.data imports torch, workers import this module
+
     root = Path(root)
     pictures = root / "report"
     pictures.mkdir(parents=True, exist_ok=True)
-    stages = {name: {"in": 0, "kept": 0, "dropped": 0, "reasons": Counter()} for name in stage_names}
+    stages = {name: _counts() for name in stage_names}
     scores: dict[str, list[float]] = defaultdict(list)
     score_ids: dict[str, list[str]] = defaultdict(list)
     dropped: dict[str, dict[str, Any]] = {}
     for path in decision_files:
         for row in _rows(path):
-            counts = stages.setdefault(row["stage"], {"in": 0, "kept": 0, "dropped": 0, "reasons": Counter()})
+            counts = stages.setdefault(row["stage"], _counts())
             counts["in"] += 1
             counts["kept" if row["kept"] else "dropped"] += 1
+            counts["generated"] += len(row.get("generated") or ())
             if not row["kept"]:
                 counts["reasons"][reason_category(row["reason"] or "unspecified")] += 1
                 dropped[row["id"]] = row
@@ -79,7 +82,8 @@ def write_report(root: str | os.PathLike, stage_names: Sequence[str], decision_f
                     for name, values in sorted(scores.items())}
     wall, window = info.get("wall_seconds") or 0.0, info.get("map_window")
     report = {
-        "inputs": info["inputs"], "kept": len(kept_rows), "dropped": len(dropped),
+        "inputs": info["inputs"], "generated": sum(counts["generated"] for counts in stages.values()),
+        "kept": len(kept_rows), "dropped": len(dropped),
         "stages": [{"name": name, **counts} for name, counts in stages.items() if name != "read" or counts["dropped"]],
         "scores": score_report,
         "throughput": {"engine": info.get("engine"), "workers": info.get("workers"), "wall_seconds": wall,
@@ -95,6 +99,10 @@ def write_report(root: str | os.PathLike, stage_names: Sequence[str], decision_f
     _write_text(root / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     _write_text(root / "report.md", _markdown(report))
     return report
+
+
+def _counts() -> dict[str, Any]:
+    return {"in": 0, "kept": 0, "dropped": 0, "generated": 0, "reasons": Counter()}
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -174,6 +182,8 @@ def _spread(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
 
 def _round_robin(rows: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
     """Up to ``count`` dropped examples, taking one of each (stage, reason category) in turn."""
+    from ..data.records import reason_category
+
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[(row["stage"], reason_category(row["reason"] or ""))].append(row)
@@ -260,14 +270,16 @@ def _html(pictures: Path, sections: list[tuple[str, list[dict[str, Any]]]]) -> s
 def _markdown(report: dict[str, Any]) -> str:
     throughput = report["throughput"]
     lines = ["# Curation report", "",
-             f"{report['inputs']} records read, **{report['kept']} kept**, {report['dropped']} dropped. "
+             f"{report['inputs']} records read, {report['generated']} generated, **{report['kept']} kept**, "
+             f"{report['dropped']} dropped. "
              f"Curated shards: {', '.join(report['data_files']) or '(none)'} (image paths: {report['images']}).", "",
-             "## Stages", "", "| stage | in | kept | dropped | records/s | drop reasons |", "|---|---|---|---|---|---|"]
+             "## Stages", "", "| stage | in | kept | dropped | generated | records/s | drop reasons |",
+             "|---|---|---|---|---|---|---|"]
     for stage in report["stages"]:
         rate = f"{stage['records_per_s']:.1f}" if "records_per_s" in stage else "-"
         reasons = ", ".join(f"{k}: {v}" for k, v in stage["reasons"].items()) or "-"
-        lines.append(f"| {stage['name']} | {stage['in']} | {stage['kept']} | {stage['dropped']} | {rate} | "
-                     f"{reasons} |")
+        lines.append(f"| {stage['name']} | {stage['in']} | {stage['kept']} | {stage['dropped']} | "
+                     f"{stage['generated']} | {rate} | {reasons} |")
     lines += ["", "## Scores", ""]
     if report["scores"]:
         lines += ["| score | records | min | mean | max | histogram |", "|---|---|---|---|---|---|"]

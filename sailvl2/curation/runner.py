@@ -8,8 +8,11 @@ before, in input order.
 * Map phase: the item stream is cut into shards of ``shard_size`` items by position, so shard k always holds
   the same items. Shards run in ``workers`` spawned processes (``multiprocessing`` "spawn" context; each
   worker calls a stage's ``setup()`` once, before its first shard); ``workers=0`` runs them in this process.
-  Per shard the stages run in sequence, an item dropped by one never reaching the next. A stage that raises
-  is retried item by item and the failing items are dropped with ``"error: <stage>: <exception>"``.
+  Per shard the stages run in sequence, an item dropped by one never reaching the next. Records a stage
+  generates from an item (``Decision.generated``) are placed right after it and go on to the next stage;
+  they live in the shard's survivors like any item, so later phases, the output and a resume see them once.
+  A stage that raises is retried item by item and the failing items are dropped with
+  ``"error: <stage>: <exception>"``.
 * Global phase: in the driver, each stage's ``process_all`` over the survivors, chained lazily.
 
 Output folder::
@@ -50,7 +53,7 @@ from ._storage import Layout, decision_line, item_line, read_items, read_jsonl, 
 from .config import PipelineConfig
 from .inputs import READ_STAGE, iter_inputs
 from .stages import is_global_stage
-from .types import CurationError, Decision, Item
+from .types import CurationError, Decision, Item, generated_id
 
 __all__ = ["ENGINES", "RunResult", "default_workers", "run_pipeline"]
 
@@ -117,9 +120,11 @@ def process_shard(stages: list[Any], ready: set[int], phase: int, shard: int, st
         survivors = []
         for item, decision in zip(alive, decisions):
             item.scores.update(decision.scores)
-            lines.append(decision_line(decision, item))
+            children = _generated_items(stage.name, item, decision)
+            lines.append(decision_line(decision, item, [child.id for child in children]))
             if decision.kept:
                 survivors.append(item)
+            survivors += children
         alive = survivors
     write_atomic(layout.shard(phase, shard, "items.jsonl"), map(item_line, alive))
     stats = {"items": len(entries), "items_in": sum(isinstance(e, Item) for e in entries), "kept": len(alive),
@@ -127,6 +132,22 @@ def process_shard(stages: list[Any], ready: set[int], phase: int, shard: int, st
     write_atomic(layout.shard(phase, shard, "stats.json"), [json.dumps(stats)])
     write_atomic(layout.shard(phase, shard, "decisions"), lines)  # last: marks the shard done
     return stats
+
+
+def _generated_items(stage: str, parent: Item, decision: Decision) -> list[Item]:
+    """The items of the records a stage generated from ``parent``: derived ids, the parent's root. Each record
+    is copied through JSON, so it shares no objects with the parent's and is checked to be writable."""
+    children = []
+    for k, record in enumerate(decision.generated):
+        child_id = generated_id(parent.id, stage, k)
+        try:
+            copy = json.loads(json.dumps(record))
+        except (TypeError, ValueError) as exc:
+            raise CurationError(f"stage {stage!r}: record {k} generated from {parent.id!r} is not JSON: "
+                                f"{exc}") from exc
+        copy.pop("id", None)
+        children.append(Item(child_id, {"id": child_id, **copy}, parent.root))
+    return children
 
 
 def _safe_process(stage: Any, items: list[Item]) -> list[Decision]:
@@ -157,6 +178,11 @@ def _checked(stage: Any, items: list[Item], decisions: Any) -> list[Decision]:
         raise CurationError(f"stage {stage.name!r} returned decisions for {[d.id for d in decisions][:5]} "
                             f"given items {[item.id for item in items][:5]}: it must return one Decision per "
                             f"item, in order")
+    for decision in decisions:
+        if not isinstance(decision.generated, (tuple, list)) or \
+                not all(isinstance(record, dict) for record in decision.generated):
+            raise CurationError(f"stage {stage.name!r}: Decision.generated of {decision.id!r} must be a tuple of "
+                                f"records (dicts), got {type(decision.generated).__name__}")
     return decisions
 
 
@@ -192,6 +218,9 @@ def _apply_global(stage: Any, items: Iterable[Item], layout: Layout, phase: int)
             raise CurationError(f"global stage {stage.name!r} answered {decision.id!r} out of input order "
                                 f"(next item: {pending[0].id if pending else 'none read yet'!r})")
         item = pending.popleft()
+        if decision.generated:
+            raise CurationError(f"global stage {stage.name!r} generated records for {decision.id!r}; only map "
+                                f"stages (process) may add records")
         item.scores.update(decision.scores)
         lines.append(decision_line(decision, item))
         total += 1
@@ -415,7 +444,8 @@ def _phases(stages: list[Any]) -> list[tuple[str, list[int]]]:
 
 def _window(shards: list[dict[str, Any]]) -> dict[str, float] | None:
     """Items and wall seconds of the map shards this run computed once every worker was up (spawned workers
-    start seconds apart, each importing torch), from the first such shard's start to the last one's end."""
+    start apart, and a stage's setup() may load a model), from the first such shard's start to the last
+    one's end."""
     all_up = max((s.get("worker_started", 0.0) for s in shards), default=0.0)
     shards = [s for s in shards if s["started"] >= all_up] or shards
     if not shards:

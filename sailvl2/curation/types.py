@@ -5,6 +5,8 @@ An :class:`Item` is one training record travelling through a pipeline; each stag
 
 * :class:`MapStage` - per record, stateless, run in parallel worker processes on shards of items
   (validation, judges, text checks, synthesis); ``setup()`` runs once per worker before the first shard.
+  Its decision on an item may also carry new records made from it (``Decision.generated``, e.g. the QA
+  records ``cap2qa`` writes from a caption); they join the stream right after that item.
 * :class:`GlobalStage` - needs the whole dataset (dedup, balancing); runs in the driver over every surviving
   item in deterministic input order.
 
@@ -21,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import CurationError
 
-__all__ = ["CurationError", "Decision", "GlobalStage", "Item", "MapStage"]
+__all__ = ["CurationError", "Decision", "GlobalStage", "Item", "MapStage", "generated_id"]
 
 
 @dataclass
@@ -46,18 +48,34 @@ class Item:
 @dataclass(frozen=True)
 class Decision:
     """What one stage decided about one item. ``reason`` reads ``"<category>: <detail>"`` like the reasons of
-    :mod:`sailvl2.data.records` (the category is what the report counts); it is None when kept."""
+    :mod:`sailvl2.data.records` (the category is what the report counts); it is None when kept.
+
+    ``generated`` (map stages only) holds new records made from the item, JSON objects in the training
+    format. Each becomes an item placed right after this one, whether this one is kept or dropped, with the
+    id :func:`generated_id` ``(item id, stage, k)`` (any ``id`` field of the record is replaced) and the
+    item's ``root`` (relative image paths resolve as the item's do). The stages after this one see them;
+    this one does not.
+    """
 
     id: str
     stage: str
     kept: bool
     reason: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
+    generated: tuple[dict[str, Any], ...] = ()
+
+
+def generated_id(parent_id: str, stage: str, index: int) -> str:
+    """The id of the ``index``-th record stage ``stage`` generated from item ``parent_id``:
+    ``"<parent id>:<stage>.<index>"``. Stage names are unique within a pipeline and input ids are unique, so
+    these are too (unless an input record already has such an id: the runner checks the output)."""
+    return f"{parent_id}:{stage}.{index}"
 
 
 @runtime_checkable
 class MapStage(Protocol):
-    """A per-record stage. ``process`` returns one Decision per input item, in the same order."""
+    """A per-record stage. ``process`` returns one Decision per input item, in the same order (a Decision may
+    carry ``generated`` records)."""
 
     name: str
 
@@ -69,7 +87,7 @@ class MapStage(Protocol):
 @runtime_checkable
 class GlobalStage(Protocol):
     """A whole-dataset stage, run in the driver. ``process_all`` yields one Decision per item, in input
-    order (it may read every item before yielding the first)."""
+    order (it may read every item before yielding the first). It cannot add records: no ``generated``."""
 
     name: str
 

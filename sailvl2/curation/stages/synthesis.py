@@ -1,11 +1,11 @@
 """The ``cap2qa`` map stage: QA pairs written from caption records by an LLM endpoint (PAPER.md 4.2).
 
-The stage protocol answers each item with keep / drop and cannot add records to the stream, so the stage
-attaches the generated QA records to their caption record, in the field ``generated_qa`` (``output_field``),
-and the curated output carries them there. :func:`expand_generated_qa` (or :func:`expand_generated_file` on a
-curated JSONL file) turns them into records of their own, placed right after their caption record and
-sharing its ``image`` / ``video`` value as the runner wrote it (so ``images: copy`` and ``images: reference``
-both stay right). The attached records therefore hold no image field of their own.
+Each generated QA record is returned with the caption's decision (``Decision.generated``), so the runner
+places it right after its caption record with the id ``<caption id>:cap2qa.<k>``; the stages after this one
+check, score and dedup it like any record, and it reaches the curated output (and the report's counts) as a
+record of its own. A QA record shares the caption's ``image`` / ``video`` value (relative paths resolve as the
+caption's do, so ``images: copy`` and ``images: reference`` both work) and names its caption in
+``source_caption``.
 
 Items that are not caption records (one human and one gpt turn; with ``only_tasks``, also a ``task`` field
 in that list) pass untouched. A caption whose replies never validated is kept with ``cap2qa_pairs`` 0, or
@@ -15,14 +15,13 @@ Settings (YAML): ``api_base``, ``model`` (required), ``api_key_env`` (name of an
 holds the key; keys never go into pipeline files), ``num_pairs``, ``min_pairs``, ``max_attempts``, ``prompt``
 or ``prompt_file`` (template with ``{caption}`` / ``{num_pairs}``), ``verify`` (``tokens`` | ``none``),
 ``allow_yes_no``, ``max_new_tokens``, ``temperature``, ``timeout``, ``retries``, ``concurrency``,
-``only_tasks``, ``drop_failed``, ``output_field``. Scores: ``cap2qa_pairs``, ``cap2qa_attempts``.
+``only_tasks``, ``drop_failed``. Scores (on the caption): ``cap2qa_pairs``, ``cap2qa_attempts``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,9 +31,9 @@ from ..cap2qa import DEFAULT_PROMPT, CaptionToQA, Cap2QASettings, caption_of
 from ..types import CurationError, Decision, Item
 from . import register_stage
 
-__all__ = ["Cap2QAStage", "expand_generated_file", "expand_generated_qa"]
+__all__ = ["Cap2QAStage"]
 
-_SHARED_FIELDS = ("image", "video")
+_SHARED_FIELDS = ("image", "video")  # a QA record is about the caption's pictures
 
 
 @register_stage("cap2qa")
@@ -58,7 +57,6 @@ class Cap2QAStage:
     concurrency: int = 4
     only_tasks: list[str] | None = None
     drop_failed: bool = False
-    output_field: str = "generated_qa"
     _generator: CaptionToQA | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -71,8 +69,6 @@ class Cap2QAStage:
                 raise CurationError(f"stage {self.name!r}: cannot read prompt_file {self.prompt_file!r}: {exc}") from exc
         if self.concurrency < 1:
             raise CurationError(f"stage {self.name!r}: concurrency must be >= 1, got {self.concurrency}")
-        if not self.output_field:
-            raise CurationError(f"stage {self.name!r}: output_field must be a non-empty field name")
         try:
             self._settings()
             self._endpoint_settings()
@@ -120,45 +116,17 @@ class Cap2QAStage:
                 decisions.append(Decision(item.id, self.name, True))
                 continue
             scores = {"cap2qa_pairs": float(len(result.pairs)), "cap2qa_attempts": float(result.attempts)}
-            item.record[self.output_field] = [{key: value for key, value in row.items() if key not in _SHARED_FIELDS}
-                                              for row in result.records]
+            generated = tuple(_with_shared_fields(row, item.record) for row in result.records)
             if result.ok or not self.drop_failed:
-                decisions.append(Decision(item.id, self.name, True, scores=scores))
+                decisions.append(Decision(item.id, self.name, True, scores=scores, generated=generated))
             else:
                 last = result.problems[-1] if result.problems else "no reply"
                 decisions.append(Decision(item.id, self.name, False, f"cap2qa: no valid QA after {result.attempts} "
-                                                                     f"attempt(s): {last}", scores))
+                                                                     f"attempt(s): {last}", scores, generated))
         return decisions
 
 
-def expand_generated_qa(records: Iterable[dict[str, Any]], output_field: str = "generated_qa"
-                        ) -> Iterator[dict[str, Any]]:
-    """Each record without its attached QA records, followed by them, each given the record's image /
-    video value."""
-    for record in records:
-        attached = record.get(output_field)
-        if attached is None:
-            yield record
-            continue
-        yield {key: value for key, value in record.items() if key != output_field}
-        for row in attached:
-            shared = {key: record[key] for key in _SHARED_FIELDS if key in record}
-            yield {"id": row.get("id"), **shared, **{k: v for k, v in row.items() if k != "id"}}
-
-
-def expand_generated_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
-                          output_field: str = "generated_qa") -> int:
-    """:func:`expand_generated_qa` over a JSONL file (e.g. a curated shard), written atomically to
-    ``output_path`` next to it (relative image paths stay valid when both are in one folder); returns the
-    number of records written."""
-    source, target = Path(input_path), Path(output_path)
-    with open(source, encoding="utf-8") as handle:
-        records = [json.loads(line) for line in handle if line.strip()]
-    temp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    count = 0
-    with open(temp, "w", encoding="utf-8") as handle:
-        for row in expand_generated_qa(records, output_field):
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            count += 1
-    os.replace(temp, target)
-    return count
+def _with_shared_fields(row: Mapping[str, Any], caption: Mapping[str, Any]) -> dict[str, Any]:
+    """A QA record with the caption record's ``image`` / ``video`` value (the id is the runner's to set)."""
+    shared = {key: caption[key] for key in _SHARED_FIELDS if key in caption}
+    return {**shared, **{key: value for key, value in row.items() if key not in _SHARED_FIELDS and key != "id"}}

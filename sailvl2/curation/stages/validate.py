@@ -29,7 +29,6 @@ from typing import Any, ClassVar
 
 from PIL import Image, ImageOps
 
-from ...processing.prompt import IMAGE_PLACEHOLDER
 from ..language import SUPPORTED_LANGUAGES, UNDETERMINED, detect_language
 from ..phash import phash
 from ..types import CurationError, Decision, Item
@@ -44,6 +43,9 @@ PIL_DEFAULT_MAX_PIXELS = 89_478_485   # PIL's own default MAX_IMAGE_PIXELS (a 0.
 TEXT_SOURCES = ("all", "human", "gpt")
 INNER_CROP = 0.035  # margin of the second, crop-tolerant pHash (see dedup.ImageDedupStage)
 _ROLE_ALIASES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt"}
+# sailvl2.processing.prompt.IMAGE_PLACEHOLDER (tests/test_import_cost.py checks they agree), not imported:
+# the sailvl2.processing package loads transformers, which a CPU-only curation worker must not pay for.
+_IMAGE_PLACEHOLDER = "<image>"
 _PIXEL_COUNT = re.compile(r"\((\d+) pixels\)")
 # Han and kana have no spaces between words: each character is one token; everything else is \w+ runs.
 _CJK_CHARS = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
@@ -79,7 +81,7 @@ def record_text(record: Mapping[str, Any], source: str = "all") -> str:
         role = _ROLE_ALIASES.get(turn.get("from") or turn.get("role"))
         value = turn.get("value") if turn.get("value") is not None else turn.get("content")
         if role is not None and isinstance(value, str) and source in ("all", role):
-            texts.append(value.replace(IMAGE_PLACEHOLDER, " ").strip())
+            texts.append(value.replace(_IMAGE_PLACEHOLDER, " ").strip())
     return "\n".join(text for text in texts if text)
 
 
