@@ -17,7 +17,7 @@ The same pipeline runs with ``--workers 1`` and ``--workers 2`` into fresh outpu
 times each in alternating order (the run with the median map-phase rate is reported). Reported per run:
 records/s per stage (records in / seconds spent in the stage, summed over workers), the map phase
 (records / seconds of the shards that started once every worker was up, first start to last end: worker
-start-up, which imports torch, is excluded) and overall (records / wall seconds, start-up included). The
+start-up, ~0.2 s since `import sailvl2` stopped importing torch, is excluded) and overall (records / wall seconds, start-up included). The
 ratio 2 vs 1 is the map-phase rate ratio; every run's curated output must be identical. Nothing here asserts
 on time.
 """
