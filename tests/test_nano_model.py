@@ -88,3 +88,16 @@ def test_nano_init_position_grid_is_sincos(tmp_path):
     assert math.isclose(patch[quarter].item(), math.cos(2.0), abs_tol=1e-6)
     assert math.isclose(patch[dim // 2 + 1].item(), math.sin(5 * 10000 ** (-1 / quarter)), abs_tol=1e-6)
     assert math.isclose(patch[-1].item(), math.cos(5 * 10000 ** (-(quarter - 1) / quarter)), abs_tol=1e-6)
+
+
+def test_scene_grid_is_the_token_grid(nano) -> None:
+    """At the nano tile size each cell of the scenes' shape grid is exactly one LLM image token (2x2 patches
+    after the pixel shuffle), the alignment the dense vision stage and the shape questions rely on."""
+    from sailvl2.nano.model import NANO_IMAGE_SIZE
+    from sailvl2.processing import SAILVLProcessor
+    from sailvl2.synth.scene import GRID
+
+    processor = SAILVLProcessor.from_pretrained(nano[0])
+    assert processor.image_config.image_size == NANO_IMAGE_SIZE
+    assert processor.tokens_per_tile == GRID * GRID
+    assert NANO_IMAGE_SIZE // GRID == 2 * NANO_VISION["patch_size"]

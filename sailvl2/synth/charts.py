@@ -99,19 +99,25 @@ class ChartScene:
 
     def _pie(self, image: Image.Image) -> None:
         draw = ImageDraw.Draw(image)
-        cx, cy, radius = round(self.width * 0.33), round(self.height * 0.56), round(self.width * 0.28)
+        # The legend ("Jade: 23") is laid out first, flush right, so it is never clipped at small tile sizes
+        # (168 px for the nano model); the pie takes the room left of it.
+        entries = [f"{label}: {value}" for label, value in zip(self.labels, self.values)]
+        legend_w = 16 + max(text_size(text, _LABEL_SIZE)[2] - text_size(text, _LABEL_SIZE)[0] for text in entries)
+        x0 = min(round(self.width * 0.66), self.width - 4 - legend_w)
+        cy = round(self.height * 0.56)
+        radius = max(8, min(round(self.width * 0.28), (x0 - 12) // 2, self.height - cy - 6, cy - 30))
+        cx = max(radius + 4, (x0 - 4) // 2)
         total, start = sum(self.values), -90.0
         for value, colour in zip(self.values, self.colours):
             end = start + 360.0 * value / total
             draw.pieslice((cx - radius, cy - radius, cx + radius, cy + radius), start, end,
                           fill=COLOURS[colour], outline=(255, 255, 255))
             start = end
-        x0 = round(self.width * 0.66)
         y0 = cy - 11 * len(self.values)
-        for k, (label, value, colour) in enumerate(zip(self.labels, self.values, self.colours)):
+        for k, (text, colour) in enumerate(zip(entries, self.colours)):
             y = y0 + 22 * k
             draw.rectangle((x0, y + 2, x0 + 11, y + 13), fill=COLOURS[colour])
-            draw_text(image, (x0 + 16, y), f"{label}: {value}", _LABEL_SIZE, _INK)
+            draw_text(image, (x0 + 16, y), text, _LABEL_SIZE, _INK)
 
 
 def _centred(image: Image.Image, x: int, y: int, text: str, size: int) -> None:

@@ -19,8 +19,8 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 __all__ = [
-    "BACKGROUNDS", "COLOURS", "GRID", "KINDS", "SIZES", "TEXT_COLOURS", "Shape", "ShapeScene", "TextScene",
-    "draw_text", "font_for", "plural", "position_name", "sample_shape_scene", "sample_text_scene",
+    "BACKGROUNDS", "COL_NAMES", "COLOURS", "GRID", "KINDS", "ROW_NAMES", "SIZES", "TEXT_COLOURS", "Shape",
+    "ShapeScene", "TextScene", "draw_text", "font_for", "plural", "position_name", "sample_shape_scene", "sample_text_scene",
     "scene_from_dict", "text_size",
 ]
 
@@ -40,8 +40,8 @@ KINDS = ("circle", "square", "triangle", "star", "diamond")
 # Half-extent as a fraction of the cell: large ~2.3x small, so size words are visually obvious.
 SIZES: dict[str, float] = {"small": 0.16, "medium": 0.26, "large": 0.36}
 GRID = 3
-_ROW_NAMES = ("top", "middle", "bottom")
-_COL_NAMES = ("left", "centre", "right")
+ROW_NAMES = ("top", "middle", "bottom")
+COL_NAMES = ("left", "centre", "right")
 FONT_SIZES = (16, 20, 24, 32, 40, 48)
 _PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "star": "stars",
             "diamond": "diamonds", "shape": "shapes"}
@@ -56,8 +56,8 @@ def position_name(row: int, col: int) -> str:
     if (row, col) == (1, 1):
         return "centre"
     if col == 1:
-        return f"{_ROW_NAMES[row]} centre"
-    return f"{_ROW_NAMES[row]} {_COL_NAMES[col]}"
+        return f"{ROW_NAMES[row]} centre"
+    return f"{ROW_NAMES[row]} {COL_NAMES[col]}"
 
 
 # ----------------------------------------------------------------------------------------------- shapes

@@ -1,0 +1,310 @@
+"""Nano ladder, stage 0: dense vision pre-training from the scene descriptions.
+
+The release starts SAIL-ViT from AIMv2, a ViT pre-trained on billions of images (PAPER.md 3), so its image
+tokens already describe what is where before the LLM ever reads them. The nano ViT starts from random
+weights, and the language-model loss alone teaches it slowly: after a full ladder the shape kind of a small
+object was still at chance (docs/nano.md, "readout probes"). Every generated image comes with the scene that
+drew it, so every LLM image token has exact labels: the kind, colour and size of the shape in its cell (the
+nano tile is 168 px = a 3 x 3 grid of 56-px LLM tokens, aligned with the scenes' 3 x 3 shape grid), the
+row and column words of the cell, and the characters of rendered text whose centres fall in it. Heads on
+the projector output learn them with cross-entropy (multi-label for characters); with ``word_aligned`` (the
+ladder's setting) the attribute heads' class weights are the LLM's own embeddings of the class names. The
+heads are dropped afterwards, so the checkpoint keeps the release layout and the LLM meets image tokens
+that already name what they hold.
+
+    sailvl2 nano                                    # runs this stage first (the `vision` stage)
+    python -m sailvl2.nano.dense INIT_DIR SUITE_DIR OUT_DIR --steps 600   # this stage alone (CPU)
+    python -m sailvl2.nano.dense ... --device cuda                          # one GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..synth.scene import COL_NAMES, COLOURS, GRID, KINDS, ROW_NAMES, SIZES, text_size
+
+# Attribute -> class names; the extra last class of each means "no shape in this cell".
+SHAPE_ATTRIBUTES: dict[str, tuple[str, ...]] = {"kind": KINDS, "colour": tuple(COLOURS), "size": tuple(SIZES)}
+# Where a token's cell is, in the words the questions use ("top left", "middle right"): labelled on every
+# cell of every image. The LLM sees image tokens through RoPE's relative positions only, so without this it
+# has to count from the <img> token to name a place; the first full run (run 7) could not, even for a single
+# shape (position 25 %), while it read kind and count (docs/nano.md).
+CELL_ATTRIBUTES: dict[str, tuple[str, ...]] = {"row": ROW_NAMES, "column": COL_NAMES}
+ATTRIBUTES: dict[str, tuple[str, ...]] = {**SHAPE_ATTRIBUTES, **CELL_ATTRIBUTES}
+# Characters the OCR scenes draw (words in either case, numbers).
+CHARACTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+IGNORE = -100  # label for cells of images without a shape scene (cross-entropy's ignore_index)
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    steps: int = 600
+    batch_images: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    seed: int = 0
+    eval_images: int = 256
+    word_aligned: bool = False  # attribute heads use the LLM's word embeddings (see DenseHeads)
+
+
+def cell_of(x: float, y: float, width: int, height: int, grid: int) -> int:
+    """Index (row-major) of the LLM token whose cell holds the point (x, y) of a width x height image."""
+    row = min(grid - 1, max(0, int(y * grid / height)))
+    col = min(grid - 1, max(0, int(x * grid / width)))
+    return row * grid + col
+
+
+def dense_labels(scene: dict[str, Any], grid: int) -> dict[str, list[Any]]:
+    """Per-token labels of one image's scene (``to_dict`` form): class indices per shape attribute (the "none"
+    class where a cell is empty, IGNORE everywhere for non-shape scenes), the row and column of every cell,
+    and per cell the multi-hot of the characters centred in it (all zeros where there are none; None for
+    scenes whose text is not tracked: charts and tables)."""
+    cells = grid * grid
+    labels: dict[str, list[Any]] = {name: [IGNORE] * cells for name in SHAPE_ATTRIBUTES}
+    # The scene grid row / column under each token cell's centre (the same cell when grid == GRID).
+    labels["row"] = [min(GRID - 1, int((cell // grid + 0.5) * GRID / grid)) for cell in range(cells)]
+    labels["column"] = [min(GRID - 1, int((cell % grid + 0.5) * GRID / grid)) for cell in range(cells)]
+    labels["chars"] = [None] * cells
+    kind = scene.get("type")
+    if kind == "shapes":
+        for name, classes in SHAPE_ATTRIBUTES.items():
+            labels[name] = [len(classes)] * cells
+        for shape in scene["shapes"]:
+            cell = cell_of(shape["cx"], shape["cy"], scene["width"], scene["height"], grid)
+            for name, classes in SHAPE_ATTRIBUTES.items():
+                labels[name][cell] = classes.index(shape[name])
+        labels["chars"] = [[0.0] * len(CHARACTERS) for _ in range(cells)]
+    elif kind == "text":
+        labels["chars"] = [[0.0] * len(CHARACTERS) for _ in range(cells)]
+        for char, x, y in _character_centres(scene):
+            if char in CHARACTERS:
+                labels["chars"][cell_of(x, y, scene["width"], scene["height"], grid)][CHARACTERS.index(char)] = 1.0
+    return labels
+
+
+def _character_centres(scene: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """(character, x, y) centres of a text scene's characters, from the same font metrics that drew them."""
+    text, size = scene["text"], scene["font_size"]
+    left = text_size(text, size)[0]
+    top, bottom = scene["box"][1], scene["box"][3]
+    centres = []
+    for k, char in enumerate(text):
+        start = text_size(text[:k], size)[2] - left if k else 0
+        end = text_size(text[: k + 1], size)[2] - left
+        centres.append((char, scene["x"] + (start + end) / 2, (top + bottom) / 2))
+    return centres
+
+
+class _WordHead(nn.Module):
+    """A classifier whose class weights are fixed word vectors (the LLM's embeddings of the class names) plus
+    a learned "none" vector: the features learn to point at the words' own embeddings."""
+
+    def __init__(self, word_vectors: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("words", word_vectors.detach().clone())
+        self.none = nn.Parameter(torch.zeros(word_vectors.shape[1]))
+        self.scale = nn.Parameter(torch.tensor(1.0 / float(word_vectors.norm(dim=1).mean()) ** 2))
+        self.bias = nn.Parameter(torch.zeros(word_vectors.shape[0] + 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        weights = torch.cat([self.words.to(features.dtype), self.none[None].to(features.dtype)])
+        return self.scale * features @ weights.T + self.bias
+
+
+def word_vectors(model: Any, tokenizer: Any) -> dict[str, torch.Tensor]:
+    """Per shape attribute, the LLM input embedding of each class name: the mean of the bare word (how answers
+    spell it) and the word after a space (how questions do), each the first token of its spelling."""
+    embeddings = model.language_model.get_input_embeddings().weight
+    vectors = {}
+    for name, classes in ATTRIBUTES.items():
+        rows = []
+        for word in classes:
+            ids = [tokenizer.encode(spelling, add_special_tokens=False)[0] for spelling in (word, " " + word)]
+            rows.append(embeddings[ids].float().mean(0))
+        vectors[name] = torch.stack(rows)
+    return vectors
+
+
+class DenseHeads(nn.Module):
+    """One classifier per shape attribute and a multi-label character head, on each image token. With
+    ``word_vectors`` the attribute classifiers are word-aligned (`_WordHead`): a red triangle's token learns
+    to look like the LLM's own embeddings of "red" and "triangle" (tied with its output head), so the
+    LLM can copy an attribute from the image token it attends to."""
+
+    def __init__(self, hidden_size: int, word_vectors: dict[str, torch.Tensor] | None = None) -> None:
+        super().__init__()
+        self.attributes = nn.ModuleDict({
+            name: _WordHead(word_vectors[name]) if word_vectors else nn.Linear(hidden_size, len(classes) + 1)
+            for name, classes in ATTRIBUTES.items()})
+        self.chars = nn.Linear(hidden_size, len(CHARACTERS))
+
+    def losses(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        losses = {}
+        for name, head in self.attributes.items():
+            target = batch[name]
+            if (target != IGNORE).any():
+                logits = head(features)
+                losses[name] = nn.functional.cross_entropy(logits.flatten(0, 1).float(), target.flatten(),
+                                                           ignore_index=IGNORE)
+        mask = batch["chars_mask"]
+        if mask.any():
+            logits = self.chars(features)[mask]
+            losses["chars"] = nn.functional.binary_cross_entropy_with_logits(logits.float(), batch["chars"][mask])
+        return losses
+
+    @torch.no_grad()
+    def correct(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, tuple[int, int]]:
+        """(right, total) per attribute over the cells that hold a shape, and for characters over the cells
+        with at least one character (right = every character of the cell predicted, no extra one)."""
+        counts = {}
+        for name, head in self.attributes.items():
+            target = batch[name]
+            occupied = (target != IGNORE) & (target != len(ATTRIBUTES[name]))
+            predicted = head(features).argmax(-1)
+            counts[name] = (int((predicted == target)[occupied].sum()), int(occupied.sum()))
+        with_text = batch["chars_mask"] & (batch["chars"].sum(-1) > 0)
+        exact = ((self.chars(features) > 0).float() == batch["chars"]).all(-1)
+        counts["chars"] = (int(exact[with_text].sum()), int(with_text.sum()))
+        return counts
+
+
+def load_images(suite_dir: str | Path, split: str, grid: int) -> list[tuple[Path, dict[str, list[Any]]]]:
+    """Every distinct image of a suite split with its dense labels (multi-image records give one per image)."""
+    suite = Path(suite_dir)
+    seen: dict[str, dict[str, list[Any]]] = {}
+    for line in (suite / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        paths = [record["image"]] if isinstance(record["image"], str) else list(record["image"])
+        scenes = record["scene"]["images"] if record["scene"].get("type") == "multi" else [record["scene"]]
+        for path, scene in zip(paths, scenes):
+            if path not in seen:
+                seen[path] = dense_labels(scene, grid)
+    # Every image: charts and tables only carry the row / column labels, but the ViT sees them before the LLM.
+    return [(suite / path, labels) for path, labels in seen.items()]
+
+
+def _collate(items: list[tuple[Path, dict[str, list[Any]]]], processor: Any, device: torch.device,
+             dtype: torch.dtype) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    from ..processing.images import load_image, preprocess_image
+
+    # One tile per image (max_num=1): the labels describe the whole image as one token grid.
+    tiles = [preprocess_image(load_image(path), processor.image_config, max_num=1, dtype=dtype) for path, _ in items]
+    pixel_values = torch.cat(tiles).to(device)
+    batch = {name: torch.tensor([labels[name] for _, labels in items], device=device) for name in ATTRIBUTES}
+    cells = len(items[0][1]["kind"])
+    blank = [[0.0] * len(CHARACTERS)] * cells
+    batch["chars"] = torch.tensor([labels["chars"] if labels["chars"][0] is not None else blank
+                                   for _, labels in items], device=device)
+    batch["chars_mask"] = torch.tensor([[labels["chars"][0] is not None] * cells for _, labels in items],
+                                       device=device)
+    return pixel_values, batch
+
+
+def train_dense(init_dir: str | Path, suite_dir: str | Path, out_dir: str | Path, config: DenseConfig = DenseConfig(),
+                device: str | torch.device = "cpu", show_progress: bool = True) -> dict[str, Any]:
+    """Train the ViT and projector of the checkpoint in ``init_dir`` on the dense labels of the suite's train
+    images; write the checkpoint (release layout, heads dropped) to ``out_dir/final``, the per-step losses to
+    ``out_dir/metrics.jsonl`` and the held-out (test split) accuracies to ``out_dir/summary.json``."""
+    from ..modeling import SAILVLModel
+    from ..training.metrics import MetricsLogger
+    from ..processing import SAILVLProcessor
+
+    device = torch.device(device)
+    torch.manual_seed(config.seed)
+    model = SAILVLModel.from_pretrained(init_dir).to(device)
+    processor = SAILVLProcessor.from_pretrained(init_dir)
+    tokens = processor.tokens_per_tile
+    grid = int(round(tokens ** 0.5))
+    if grid * grid != tokens:
+        raise ValueError(f"dense labels need a square token grid, got {tokens} tokens per tile")
+    train, test = load_images(suite_dir, "train", grid), load_images(suite_dir, "test", grid)[: config.eval_images]
+    if not train:
+        raise ValueError(f"{suite_dir} has no training images")
+    model.language_model.requires_grad_(False)
+    vectors = word_vectors(model, processor.tokenizer) if config.word_aligned else None
+    heads = DenseHeads(model.config.llm_config.hidden_size, vectors).to(device)
+    params = [*model.vision_model.parameters(), *model.mlp1.parameters(), *heads.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up over 5 %, then cosine to 10 %
+        optimizer, lambda step: min(1.0, (step + 1) / max(1, config.steps // 20)) * (
+            0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * step / max(1, config.steps))).item())))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").unlink(missing_ok=True)  # a rerun starts its curve afresh
+    metrics = MetricsLogger(out, config.steps, 0)  # metrics.jsonl, progress bar, TensorBoard, loss.png
+    metrics.bar.disable = not show_progress
+    rng = random.Random(config.seed)
+    started = time.perf_counter()
+    model.train()
+    for step in range(config.steps):
+        pixel_values, batch = _collate(rng.sample(train, min(config.batch_images, len(train))), processor,
+                                       device, torch.float32)
+        losses = heads.losses(model.get_image_features(pixel_values), batch)
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        metrics.log({"step": step + 1, "loss": loss.item(), **{f"loss_{k}": v.item() for k, v in losses.items()},
+                     "lr": schedule.get_last_lr()[0]})
+    metrics.close()
+    metrics.plot(out / "loss.png")
+    accuracy = evaluate_dense(model, heads, processor, test, device)
+    summary = {"steps": config.steps, "train_images": len(train), "test_images": len(test),
+               "train_seconds": time.perf_counter() - started, "heldout_accuracy": accuracy}
+    final = out / "final"
+    model.save_pretrained(final)
+    for item in Path(init_dir).iterdir():  # tokenizer and processor files, unchanged
+        if item.is_file() and item.name not in ("config.json", "model.safetensors"):
+            shutil.copyfile(item, final / item.name)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+@torch.no_grad()
+def evaluate_dense(model: Any, heads: DenseHeads, processor: Any, images: list[tuple[Path, dict[str, list[Any]]]],
+                   device: torch.device, batch_images: int = 32) -> dict[str, float]:
+    """Held-out accuracy per attribute (cells holding a shape) and for the characters of a cell."""
+    model.eval()
+    totals = {name: [0, 0] for name in (*ATTRIBUTES, "chars")}
+    for start in range(0, len(images), batch_images):
+        pixel_values, batch = _collate(images[start:start + batch_images], processor, device, torch.float32)
+        for name, (right, total) in heads.correct(model.get_image_features(pixel_values), batch).items():
+            totals[name][0] += right
+            totals[name][1] += total
+    return {name: right / total for name, (right, total) in totals.items() if total}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sailvl2.nano.dense", description=__doc__.split("\n\n")[0])
+    parser.add_argument("init_dir")
+    parser.add_argument("suite_dir")
+    parser.add_argument("out_dir")
+    parser.add_argument("--steps", type=int, default=DenseConfig.steps)
+    parser.add_argument("--batch-images", type=int, default=DenseConfig.batch_images)
+    parser.add_argument("--lr", type=float, default=DenseConfig.lr)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--word-aligned", action="store_true", help="attribute heads on the LLM's word embeddings")
+    args = parser.parse_args(argv)
+    summary = train_dense(args.init_dir, args.suite_dir, args.out_dir,
+                          DenseConfig(steps=args.steps, batch_images=args.batch_images, lr=args.lr, seed=args.seed,
+                                      word_aligned=args.word_aligned),
+                          device=args.device)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

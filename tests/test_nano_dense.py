@@ -1,0 +1,114 @@
+"""The dense vision stage of the nano ladder: labels from scene descriptions, and a short training run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sailvl2.nano.dense import (
+    CHARACTERS,
+    IGNORE,
+    SHAPE_ATTRIBUTES,
+    DenseConfig,
+    cell_of,
+    dense_labels,
+    load_images,
+    train_dense,
+)
+from sailvl2.nano.ladder import _corpus
+from sailvl2.nano.model import NANO_IMAGE_SIZE, build_nano_init
+from sailvl2.synth import generate_suite
+from sailvl2.synth.scene import TextScene
+
+
+def _shape(kind: str, colour: str, size: str, row: int, col: int, cx: int, cy: int) -> dict:
+    return {"kind": kind, "colour": colour, "size": size, "row": row, "col": col, "cx": cx, "cy": cy, "half": 9}
+
+
+def test_shape_labels_by_hand() -> None:
+    scene = {"type": "shapes", "width": 168, "height": 168, "background": "white",
+             "shapes": [_shape("star", "blue", "small", 0, 2, 140, 30), _shape("circle", "red", "large", 2, 0, 28, 150)]}
+    labels = dense_labels(scene, grid=3)
+    none_kind, none_colour = len(SHAPE_ATTRIBUTES["kind"]), len(SHAPE_ATTRIBUTES["colour"])
+    # (140, 30) -> row 0, col 2 -> cell 2; (28, 150) -> row 2, col 0 -> cell 6.
+    assert labels["kind"] == [none_kind, none_kind, SHAPE_ATTRIBUTES["kind"].index("star"), none_kind, none_kind,
+                              none_kind, SHAPE_ATTRIBUTES["kind"].index("circle"), none_kind, none_kind]
+    assert labels["colour"][2] == SHAPE_ATTRIBUTES["colour"].index("blue")
+    assert labels["colour"][6] == SHAPE_ATTRIBUTES["colour"].index("red")
+    assert labels["colour"].count(none_colour) == 7
+    assert labels["size"][6] == SHAPE_ATTRIBUTES["size"].index("large")
+    assert all(sum(cell) == 0 for cell in labels["chars"])  # no text in a shapes scene
+    assert labels["row"] == [0, 0, 0, 1, 1, 1, 2, 2, 2] and labels["column"] == [0, 1, 2] * 3
+    # A 4 x 4 token grid: the scene row / column under each token's centre (1/8, 3/8, 5/8, 7/8 of the side).
+    finer = dense_labels(scene, grid=4)
+    assert finer["row"] == [0] * 4 + [1] * 4 + [1] * 4 + [2] * 4 and finer["column"] == [0, 1, 1, 2] * 4
+
+
+def test_cell_of_edges() -> None:
+    assert cell_of(0, 0, 168, 168, 3) == 0
+    assert cell_of(55.9, 56, 168, 168, 3) == 3  # x in column 0, y on row 1's first pixel
+    assert cell_of(167, 167, 168, 168, 3) == 8
+    assert cell_of(168, 168, 168, 168, 3) == 8  # clamped
+    assert cell_of(100, 10, 224, 224, 4) == 1
+
+
+def test_text_labels_place_every_character_in_its_cell() -> None:
+    scene = TextScene(168, 168, "white", "Bd7", "black", 40, 10, 60, "word").to_dict()
+    labels = dense_labels(scene, grid=3)
+    assert all(v == IGNORE for v in labels["kind"])  # shape heads ignore text scenes
+    placed = {CHARACTERS[k]: cell for cell, hot in enumerate(labels["chars"]) for k, v in enumerate(hot) if v}
+    assert sorted(placed) == ["7", "B", "d"]
+    x1, y1, x2, y2 = scene["box"]
+    for char, cell in placed.items():  # every character lies inside the text box, in its row of cells
+        row, col = divmod(cell, 3)
+        assert row == int(((y1 + y2) / 2) * 3 / 168)
+        assert col * 56 <= x2 and (col + 1) * 56 >= x1
+    assert placed["B"] <= placed["d"] <= placed["7"]  # left to right
+
+
+@pytest.fixture(scope="module")
+def tiny_suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("dense")
+    generate_suite(root / "data", seed=3, sizes={"train": 240, "test": 60}, families=["shapes", "ocr"],
+                   image_size=NANO_IMAGE_SIZE, workers=1)
+    build_nano_init(root / "init", _corpus(root / "data" / "train.jsonl"), seed=0)
+    return root
+
+
+def test_labels_match_suite_scenes(tiny_suite: Path) -> None:
+    images = load_images(tiny_suite / "data", "train", grid=3)
+    records = [json.loads(line) for line in (tiny_suite / "data" / "train.jsonl").read_text().splitlines()]
+    assert len(images) == len({r["image"] for r in records})  # one entry per distinct image
+    shapes = {r["image"]: r["scene"] for r in records if r["scene"]["type"] == "shapes"}
+    for path, labels in images:
+        scene = shapes.get(str(path.relative_to(tiny_suite / "data")))
+        if scene is None:
+            continue
+        occupied = [k for k, v in enumerate(labels["kind"]) if v != len(SHAPE_ATTRIBUTES["kind"])]
+        # The scenes' 3 x 3 shape grid is the token grid at 168 px: a shape's cell is its (row, col).
+        assert sorted(occupied) == sorted(s["row"] * 3 + s["col"] for s in scene["shapes"])
+
+
+def test_training_moves_only_the_vision_side_and_keeps_the_release_layout(tiny_suite: Path) -> None:
+    torch.set_num_threads(1)
+    summary = train_dense(tiny_suite / "init", tiny_suite / "data", tiny_suite / "run",
+                          DenseConfig(steps=150, batch_images=8, lr=2e-3, eval_images=32), show_progress=False)
+    before = load_file(tiny_suite / "init" / "model.safetensors")
+    after = load_file(tiny_suite / "run" / "final" / "model.safetensors")
+    assert before.keys() == after.keys()  # heads dropped: the release's keys, nothing else
+    llm = [k for k in before if k.startswith("language_model.")]
+    vision = [k for k in before if k.startswith(("vision_model.", "mlp1."))]
+    assert llm and vision
+    assert all(torch.equal(before[k], after[k]) for k in llm)
+    assert sum(not torch.equal(before[k], after[k]) for k in vision) == len(vision)
+    losses = [json.loads(line)["loss"] for line in (tiny_suite / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 150 and sum(losses[-10:]) < 0.6 * sum(losses[:10])
+    assert set(summary["heldout_accuracy"]) >= {"kind", "colour", "size", "row", "column"}
+    # Colour is a linear read-out of the cell's pixels: 150 steps already beat the 1-in-7 guess.
+    assert summary["heldout_accuracy"]["colour"] > 0.3
+    for name in ("tokenizer.json", "preprocessor_config.json"):
+        assert (tiny_suite / "run" / "final" / name).read_bytes() == (tiny_suite / "init" / name).read_bytes()

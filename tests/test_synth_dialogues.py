@@ -1,0 +1,56 @@
+"""The multi-turn twins of the suite's direct streams (`sailvl2.synth.writer.dialogues`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sailvl2.data.mixture import MixtureConfig
+from sailvl2.data.readers import iter_records
+from sailvl2.synth import generate_suite
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_dialogues_hold_exactly_the_single_turn_records(tmp_path: Path) -> None:
+    out = tmp_path / "suite"
+    manifest = generate_suite(out, seed=5, sizes={"train": 400, "test": 40}, image_size=168, workers=1)
+    singles = _records(out / "train.jsonl")
+    streams = manifest["splits"]["train"]["dialogue_streams"]
+    assert "test" not in {k for k, v in manifest["splits"].items() if "dialogue_streams" in v}
+    assert not any(name.endswith("-cot-dialogues") for name in streams)
+    merged = [row for name in streams for row in _records(out / "families" / f"train-{name}.jsonl")]
+    assert [len(_records(out / "families" / f"train-{n}.jsonl")) for n in streams] == list(streams.values())
+    # Rebuild the single-turn records from the dialogues: the same questions and answers, nothing else.
+    rebuilt = []
+    for row in merged:
+        turns = row["conversations"]
+        assert [t["from"] for t in turns] == ["human", "gpt"] * (len(turns) // 2)
+        assert len(turns) // 2 == len(row["tasks"])
+        first = turns[0]["value"]
+        prefix = first[: first.rfind("<image>\n") + len("<image>\n")]
+        assert prefix.count("<image>") == (1 if isinstance(row["image"], str) else len(row["image"]))
+        for k in range(0, len(turns), 2):
+            assert k == 0 or "<image>" not in turns[k]["value"]  # the image(s) only in the first turn
+            question = turns[k]["value"] if k == 0 else prefix + turns[k]["value"]
+            image = row["image"]  # family files sit one folder down from the split files
+            image = image[3:] if isinstance(image, str) else [p[3:] for p in image]
+            rebuilt.append((json.dumps(image), question, turns[k + 1]["value"], row["tasks"][k // 2]))
+    direct = [(json.dumps(r["image"]), r["conversations"][0]["value"], r["conversations"][1]["value"], r["task"])
+              for r in singles if r["kind"] == "direct"]
+    assert sorted(rebuilt) == sorted(direct)
+    assert len({row["id"] for row in merged}) == len(merged)
+    assert len(merged) < len(direct)  # items ask several questions about one image
+
+
+def test_training_mixtures_use_the_dialogues_and_parse(tmp_path: Path) -> None:
+    out = tmp_path / "suite"
+    generate_suite(out, seed=5, sizes={"train": 300, "test": 20}, image_size=168, workers=1)
+    mixture = MixtureConfig.from_yaml(out / "mixtures" / "sft.yaml")
+    names = [d.name for d in mixture.datasets]
+    assert "shapes-dialogues" in names and "shapes" not in names
+    dataset = next(d for d in mixture.datasets if d.name == "shapes-dialogues")
+    records = list(iter_records(dataset.path))
+    assert records and all(len(r.conversations) >= 2 for r in records)
