@@ -6,10 +6,6 @@ curated output follow from the canned replies."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,9 +24,9 @@ from sailvl2.data.records import Record, parse_record, validate_record
 from sailvl2.errors import InputError
 from sailvl2.evaluation.endpoint import EndpointClient, EndpointSettings
 
+from .curate_kill import run_and_kill
 from .http_stub import JSONStub, serve
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 CAPTION = ("A red bicycle leans against a white fence. Three children play football on the grass behind it, "
            "and a sign on the gate reads OPEN.")
@@ -323,21 +319,8 @@ def test_killed_cap2qa_run_resumes_with_every_record_exactly_once(server, tmp_pa
     (tmp_path / "killed.yaml").write_text(yaml_text.format(out="killed"))
     (tmp_path / "clean.yaml").write_text(yaml_text.format(out="clean"))
     server.delay = 0.25  # 0.5 s per shard of 2 captions: time to kill the run between shards 2 and 6
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}"
-           f"{os.environ.get('PYTHONPATH', '')}"}
-    process = subprocess.Popen([sys.executable, "-m", "sailvl2.cli", "curate", str(tmp_path / "killed.yaml"),
-                                "--workers", "0"], cwd=REPO_ROOT, env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "stderr.txt", "wb"))
     decisions = tmp_path / "killed" / "decisions"
-    deadline = time.monotonic() + 240
-    try:
-        while len(list(decisions.glob("phase0-*.jsonl"))) < 2:
-            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "stderr.txt").read_text()
-            time.sleep(0.05)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    done_before = len(list(decisions.glob("phase0-*.jsonl")))
+    done_before = run_and_kill(tmp_path / "killed.yaml", 0, decisions, "phase0-*.jsonl", 2, tmp_path / "stderr.txt")
     assert done_before < 6 and not (tmp_path / "killed" / "data").exists()
     server.delay = 0.0
     resumed = run_pipeline(load_pipeline(tmp_path / "killed.yaml"), workers=0)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
-import subprocess
 import sys
 import tarfile
 import textwrap
@@ -28,7 +26,8 @@ from sailvl2.data.readers import iter_records
 from sailvl2.data.records import Record, validate_record
 from sailvl2.errors import CurationError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from .curate_kill import run_and_kill
+
 
 
 @register_stage("t_min_side")
@@ -375,21 +374,8 @@ def test_killed_run_resumes_with_every_record_exactly_once(tmp_path):
                  "stages: [{{stage: t_slow}}, {{stage: t_answer_dedup}}]\n")
     (tmp_path / "killed.yaml").write_text(yaml_text.format(out="killed"))
     (tmp_path / "clean.yaml").write_text(yaml_text.format(out="clean"))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}"
-           f"{os.environ.get('PYTHONPATH', '')}"}
-    process = subprocess.Popen([sys.executable, "-m", "sailvl2.cli", "curate", str(tmp_path / "killed.yaml"),
-                                "--workers", "1"], cwd=REPO_ROOT, env=env, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "stderr.txt", "wb"))
     decisions = tmp_path / "killed" / "decisions"
-    deadline = time.monotonic() + 240
-    try:
-        while len(list(decisions.glob("*.jsonl"))) < 4:
-            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "stderr.txt").read_text()
-            time.sleep(0.05)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the driver and its worker, mid-run
-        process.wait()
-    done_before = len(list(decisions.glob("*.jsonl")))
+    done_before = run_and_kill(tmp_path / "killed.yaml", 1, decisions, "*.jsonl", 4, tmp_path / "stderr.txt")
     assert done_before < 12 and not (tmp_path / "killed" / "data").exists()
     sys.path.insert(0, str(tmp_path))
     try:
