@@ -39,6 +39,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": {"sizes": {"train": 16000, "val": 2000, "test": 2000}, "families": {"focus": 1},
              "corruptions": ("colour",), "per_class_train": 2000, "per_class_heldout": 200,
              "overrides": ["max_steps=300"]},
+    # Multi-shape scenes (the `captions` family) with every corruption: for a model that sees shape kinds
+    # and counts (the nano model of run 9 on, docs/curation_judges.md).
+    "scenes": {"sizes": {"train": 16000, "val": 2000, "test": 2000}, "families": {"captions": 1},
+               "corruptions": ("colour", "kind", "count"), "per_class_train": 2000, "per_class_heldout": 200,
+               "overrides": ["max_steps=300"]},
     "smoke": {"sizes": {"train": 240, "test": 160}, "families": {"captions": 1, "focus": 2},
               "per_class_train": 12, "per_class_heldout": 4,
               "overrides": ["max_steps=2", "packing.max_seq_len=1024", "schedule.warmup_steps=1"]},
@@ -117,6 +122,15 @@ def _pipeline_check(out: Path, data: Path, finals: dict[str, Path]) -> dict[str,
     return {"stage": stage, **binary_metrics(good, [r["id"] in kept_ids for r in records])}
 
 
+def _tile_size(checkpoint: Path) -> int:
+    """The vision tile size of a release-layout checkpoint (its config.json), 224 if it does not say."""
+    try:
+        config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CurationError(f"cannot read {checkpoint / 'config.json'}: {error}") from error
+    return int(config.get("vision_config", {}).get("image_size") or config.get("force_image_size") or 224)
+
+
 def _default_init(out: Path, preset: str, seed: int) -> Path:
     from ..demo import SHIPPED_MODEL_DIR
 
@@ -153,14 +167,16 @@ def train_judges(out_dir: str | Path, preset: str = "full", init: str | Path | N
     torch.set_num_threads(threads)
     started = time.perf_counter()
     suite, data = out / "suite", out / "data"
+    init_dir = Path(init) if init is not None else _default_init(out, preset, seed)
     if not (suite / "manifest.json").is_file():
+        # Scenes at the judge model's own tile size: the nano model's 168-px tile puts one image token on
+        # each cell of the scenes' shape grid (sailvl2/nano/model.py); resampled scenes would straddle tokens.
         generate_suite(suite, seed=seed, sizes=settings["sizes"], families=settings["families"], workers=1,
-                       overwrite=True)
+                       image_size=_tile_size(init_dir), overwrite=True)
     manifest = build_judge_data(suite, data, per_class_train=settings["per_class_train"],
                                 per_class_heldout=settings["per_class_heldout"], seed=seed,
                                 families=tuple(settings["families"]),
                                 corruptions=tuple(corruptions or settings.get("corruptions", CORRUPTIONS)))
-    init_dir = Path(init) if init is not None else _default_init(out, preset, seed)
     report: dict[str, Any] = {"preset": preset, "seed": seed, "init": str(init_dir), "threads": threads,
                               "families": manifest["families"], "corruptions": manifest["corruptions"],
                               "overrides": list(overrides), "data": manifest["files"], "judges": {}}
