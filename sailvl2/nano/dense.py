@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.errors import DataError
+from ..errors import ConfigError
 from ..synth.scene import COL_NAMES, COLOURS, GRID, KINDS, ROW_NAMES, SIZES, text_size
 
 # Attribute -> class names; the extra last class of each means "no shape in this cell".
@@ -216,8 +217,9 @@ def train_dense(init_dir: str | Path, suite_dir: str | Path, out_dir: str | Path
     images; write the checkpoint (release layout, heads dropped) to ``out_dir/final``, the per-step losses to
     ``out_dir/metrics.jsonl`` and the held-out (test split) accuracies to ``out_dir/summary.json``."""
     from ..modeling import SAILVLModel
-    from ..training.metrics import MetricsLogger
     from ..processing import SAILVLProcessor
+    from ..training.checkpoint import export_model
+    from ..training.metrics import MetricsLogger
 
     device = torch.device(device)
     torch.manual_seed(config.seed)
@@ -226,10 +228,10 @@ def train_dense(init_dir: str | Path, suite_dir: str | Path, out_dir: str | Path
     tokens = processor.tokens_per_tile
     grid = int(round(tokens ** 0.5))
     if grid * grid != tokens:
-        raise ValueError(f"dense labels need a square token grid, got {tokens} tokens per tile")
+        raise ConfigError(f"dense labels need a square token grid, got {tokens} tokens per tile")
     train, test = load_images(suite_dir, "train", grid), load_images(suite_dir, "test", grid)[: config.eval_images]
     if not train:
-        raise ValueError(f"{suite_dir} has no training images")
+        raise DataError(f"{suite_dir} has no training images")
     model.language_model.requires_grad_(False)
     vectors = word_vectors(model, processor.tokenizer) if config.word_aligned else None
     heads = DenseHeads(model.config.llm_config.hidden_size, vectors).to(device)
@@ -263,11 +265,9 @@ def train_dense(init_dir: str | Path, suite_dir: str | Path, out_dir: str | Path
     accuracy = evaluate_dense(model, heads, processor, test, device)
     summary = {"steps": config.steps, "train_images": len(train), "test_images": len(test),
                "train_seconds": time.perf_counter() - started, "heldout_accuracy": accuracy}
-    final = out / "final"
-    model.save_pretrained(final)
-    for item in Path(init_dir).iterdir():  # tokenizer and processor files, unchanged
-        if item.is_file() and item.name not in ("config.json", "model.safetensors"):
-            shutil.copyfile(item, final / item.name)
+    # The same export as the trainer's final checkpoint: release-layout weights plus the processor files.
+    export_model(model, out / "final", is_main=True)
+    processor.save_pretrained(out / "final")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

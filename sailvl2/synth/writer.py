@@ -174,7 +174,7 @@ def dialogues(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One multi-turn record per image (or image set): the questions an item asks about its image(s), turn
     after turn, the image only in the first turn (the release's multi-turn prompt format, FACTS.md). The same
     answers as the single-turn records, but a packed row carries ~3x the supervised answers per image token:
-    the nano LLM learns to read the image tokens about twice as fast per step (docs/nano.md, run 7)."""
+    on shapes, 300 steps reach 49.7 % held-out instead of 39.7 % (docs/nano.md, session 5, section 3)."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for row in rows:  # an item's records share their image(s) and are consecutive
         grouped.setdefault(json.dumps(row["image"]), []).append(row)
