@@ -23,6 +23,7 @@ from sailvl2.errors import InputError
 
 __all__ = [
     "GroundedBox",
+    "box_coordinates",
     "ThinkingAnswer",
     "ThinkingSplit",
     "draw_boxes",
@@ -278,8 +279,8 @@ def _check_box(box: object) -> tuple[float, float, float, float]:
     return x1, y1, x2, y2
 
 
-def format_box(box_pixels: Sequence[float], image_size: tuple[float, float]) -> str:
-    """``<box>[[x1, y1, x2, y2]]</box>`` for a pixel box, in 0-1000 ints (the inverse of parse_grounding).
+def box_coordinates(box_pixels: Sequence[float], image_size: tuple[float, float]) -> tuple[int, int, int, int]:
+    """A pixel box as 0-1000 ints ``(x1, y1, x2, y2)``, the grounding format's coordinates.
 
     The box is ordered and clamped to the image first, so training data never holds coordinates outside
     0-1000. Rounding is half up (not Python's half-to-even) so the same pixel always gives the same token.
@@ -292,7 +293,12 @@ def format_box(box_pixels: Sequence[float], image_size: tuple[float, float]) -> 
     def scale(v: float, size: float) -> int:
         return min(max(math.floor(v / size * COORD_SCALE + 0.5), 0), COORD_SCALE)
 
-    values = (scale(x1, width), scale(y1, height), scale(x2, width), scale(y2, height))
+    return scale(x1, width), scale(y1, height), scale(x2, width), scale(y2, height)
+
+
+def format_box(box_pixels: Sequence[float], image_size: tuple[float, float]) -> str:
+    """``<box>[[x1, y1, x2, y2]]</box>`` for a pixel box, in 0-1000 ints (the inverse of parse_grounding)."""
+    values = box_coordinates(box_pixels, image_size)
     return "<box>[[" + ", ".join(str(v) for v in values) + "]]</box>"
 
 

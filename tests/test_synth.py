@@ -233,3 +233,36 @@ def test_focus_warm_up_items_are_one_large_object(suite: Path) -> None:
     others = [r for r in _records(suite / "train.jsonl") if r["task"].startswith("shapes/")]
     assert others and all(s["half"] < scene_width / 6 for r in others for s in r["scene"]["shapes"]
                           for scene_width in [r["scene"]["width"]])
+
+
+def test_checker_rejects_wrong_focus_boxes(suite: Path) -> None:
+    """Focus boxes (training/focus.py) are checked against the question's subjects; a moved, dropped or
+    added box is caught."""
+    # (The warm-up family's one large shape fills the image: a shifted box still holds its centre.)
+    records = [r for r in _records(suite / "val.jsonl")
+               if r.get("focus") and r["focus"][0] and not r["task"].startswith("focus/")]
+    tasks = {r["task"] for r in records}
+    assert {"shapes/colour", "shapes/position", "shapes/count_all", "grounding/locate", "ocr/word",
+            "multi_image/count"} <= tasks, tasks
+    checked = 0
+    for record in records[:80]:
+        assert check_record(record, suite) == []
+        boxes = record["focus"][0]
+        if record["task"].startswith("ocr/"):
+            moved = json.loads(json.dumps(record))
+            moved["focus"][0][0][1] += 60
+            assert check_record(moved, suite)
+            continue
+        dropped = json.loads(json.dumps(record))
+        dropped["focus"][0] = boxes[1:]
+        assert check_record(dropped, suite)
+        shifted = json.loads(json.dumps(record))  # one cell to the side: another shape's place, or empty
+        index, x1, y1, x2, y2 = shifted["focus"][0][0]
+        step = 333 if x2 + 333 <= 1000 else -333
+        shifted["focus"][0][0] = [index, x1 + step, y1, x2 + step, y2]
+        assert check_record(shifted, suite)
+        checked += 1
+    assert checked >= 40
+    # Records without subjects carry no boxes.
+    assert not any(r.get("focus") for r in _records(suite / "val.jsonl")
+                   if r["task"].split("/")[0] in ("captions", "charts", "reasoning"))

@@ -121,6 +121,9 @@ class Record:
     kind: str = "direct"
     source: str = ""
     video: tuple[ImageRef, ...] = ()
+    # Per gpt turn, the [image_index, x1, y1, x2, y2] boxes (0-1000) its answer depends on: optional, read
+    # only by focus supervision (training/focus.py).
+    focus: tuple[tuple[tuple[float, ...], ...], ...] | None = None
 
     def messages(self) -> list[dict[str, str]]:
         return [turn.as_dict() for turn in self.conversations]
@@ -182,7 +185,33 @@ def parse_record(
     record_kind = obj.get("kind") or kind
     if record_kind not in KINDS:
         raise DataError(f"'kind' must be one of {KINDS}, got {record_kind!r}")
-    return Record(record_id, tuple(images), tuple(turns), system, record_kind, source, video)
+    return Record(record_id, tuple(images), tuple(turns), system, record_kind, source, video,
+                  _parse_focus(obj.get("focus")))
+
+
+def _parse_focus(value: Any) -> tuple[tuple[tuple[float, ...], ...], ...] | None:
+    """`focus`: a list (one entry per gpt turn) of lists of [image_index, x1, y1, x2, y2] boxes, 0-1000."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # tables may store it as a JSON string, like the conversations
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise DataError(f"'focus' is a string but not JSON: {exc}") from exc
+    turns = []
+    for entry in value if isinstance(value, Sequence) else [None]:
+        if not isinstance(entry, Sequence) or isinstance(entry, (str, bytes)):
+            raise DataError(f"'focus' must be a list (per gpt turn) of lists of boxes, got {value!r:.80}")
+        boxes = []
+        for box in entry:
+            if (not isinstance(box, Sequence) or isinstance(box, (str, bytes)) or len(box) != 5
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+                    or not all(0 <= v <= 1000 for v in box[1:]) or box[0] < 0 or box[1] > box[3] or box[2] > box[4]):
+                raise DataError(f"a focus box must be [image_index, x1, y1, x2, y2] with 0 <= x1 <= x2 <= 1000 "
+                                f"and 0 <= y1 <= y2 <= 1000, got {box!r:.80}")
+            boxes.append(tuple(box))
+        turns.append(tuple(boxes))
+    return tuple(turns)
 
 
 def _parse_turns(value: Any) -> list[Turn]:

@@ -302,6 +302,80 @@ def _check(record: dict[str, Any], image_root: str | os.PathLike | None, cache: 
         expected = (_chart_answer(task, q, scene) if family == "charts"
                     else _shape_answer(task, q, scene, boxes))
         expect(answer == reply == expected, f"answer {answer!r} / reply {reply!r} != {expected!r}")
+    if family not in ("captions", "reasoning", "charts"):
+        _check_focus(record, task, q, scenes)
+
+
+def _focus_subjects(task: str, q: str, scenes: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]] | None:
+    """The shapes (image index, shape) a question is about, from the question text: what a focus box must
+    cover. None for tasks without shape subjects."""
+    def where(index: int, **attrs: str) -> list[tuple[int, dict[str, Any]]]:
+        return [(index, s) for s in scenes[index]["shapes"] if all(s[k] == v for k, v in attrs.items())]
+
+    if task in ("shapes/count_all", "multi_image/compare_all"):
+        return [pair for index in range(len(scenes)) for pair in where(index)]
+    if task == "shapes/count_kind":
+        return where(0, kind=_match(r"How many (\w+)s are there\?", q)[0])
+    if task == "shapes/count_colour":
+        return where(0, colour=_match(r"How many (\w+) shapes are there\?", q)[0])
+    if task == "shapes/colour":
+        return where(0, kind=_match(r"What colour is the (\w+)\?", q)[0])
+    if task == "shapes/kind":
+        return where(0, colour=_match(r"What shape is (\w+)\?", q)[0])
+    if task in ("shapes/size", "shapes/position", "shapes/exists", "grounding/locate"):
+        colour, kind = _match(r"(?:What size is the|Where is the|Is there a) (\w+) (\w+)\?.*", q)
+        return where(0, colour=colour, kind=kind)
+    if task == "shapes/relation":
+        c1, k1, _, c2, k2 = _match(r"Is the (\w+) (\w+) (left of|right of|above|below) the (\w+) (\w+)\?", q)
+        return where(0, colour=c1, kind=k1) + where(0, colour=c2, kind=k2)
+    if task == "shapes/which":
+        rel, colour, kind = _match(r"What shape is (left of|right of|above|below) the (\w+) (\w+)\?", q)
+        anchor = _named(scenes[0], colour, kind)
+        return [(0, anchor)] + [(0, s) for s in scenes[0]["shapes"] if s is not anchor and _relation(rel, s, anchor)]
+    if task == "grounding/describe":
+        x1, y1, x2, y2 = (int(v) for v in _match(r"What shape is in the region <box>\[\[(\d+), (\d+), (\d+), (\d+)\]\]</box>\?", q))
+        w, h = scenes[0]["width"], scenes[0]["height"]
+        return [(0, s) for s in scenes[0]["shapes"]
+                if x1 * w / 1000 <= s["cx"] <= x2 * w / 1000 and y1 * h / 1000 <= s["cy"] <= y2 * h / 1000]
+    if task == "multi_image/compare_kind":
+        kind = _match(r"Which image has more (\w+)s\?", q)[0]
+        return where(0, kind=kind) + where(1, kind=kind)
+    if task == "multi_image/count":
+        return where(0 if _match(r"How many shapes are in the (first|second) image\?", q)[0] == "first" else 1)
+    if task == "multi_image/both":
+        colour = _match(r"Do both images contain a (\w+) shape\?", q)[0]
+        return where(0, colour=colour) + where(1, colour=colour)
+    return None
+
+
+def _check_focus(record: dict[str, Any], task: str, q: str, scenes: list[dict[str, Any]]) -> None:
+    """A record's focus boxes (0-1000) cover exactly the shapes its question is about, one centre per box;
+    an OCR record's box is the text's box."""
+    focus = record.get("focus")
+    if task.startswith("ocr/"):
+        expect(focus is not None and len(focus) == 1 and len(focus[0]) == 1, "an OCR record needs one focus box")
+        index, *box = focus[0][0]
+        w, h = scenes[index]["width"], scenes[index]["height"]
+        text = scenes[index]["box"]
+        pixels = [v * (w if k % 2 == 0 else h) / 1000 for k, v in enumerate(box)]
+        expect(all(abs(p - t) <= 1 for p, t in zip(pixels, text)), f"OCR focus box {box} is not the text box {text}")
+        return
+    subjects = _focus_subjects(task, q, scenes)
+    if subjects is None:
+        expect(focus is None, f"{task} records carry no focus boxes")
+        return
+    boxes = focus[0] if focus else []
+    expect(focus is None or len(focus) == 1, "a single-turn record has one focus entry")
+    covered = []
+    for index, x1, y1, x2, y2 in boxes:
+        w, h = scenes[index]["width"], scenes[index]["height"]
+        inside = [s for s in scenes[index]["shapes"]
+                  if x1 * w / 1000 <= s["cx"] <= x2 * w / 1000 and y1 * h / 1000 <= s["cy"] <= y2 * h / 1000]
+        expect(len(inside) == 1, f"focus box {[x1, y1, x2, y2]} holds {len(inside)} shape centres, not one")
+        covered.append((index, inside[0]))
+    key = lambda pair: (pair[0], pair[1]["row"], pair[1]["col"])  # noqa: E731
+    expect(sorted(map(key, covered)) == sorted(map(key, subjects)),
+           f"focus boxes cover {sorted(map(key, covered))}, the question is about {sorted(map(key, subjects))}")
 
 
 # ------------------------------------------------------------------------------------------- suites

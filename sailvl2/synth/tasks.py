@@ -5,6 +5,9 @@ subtasks uniformly instead of favouring whichever subtask happens to have the mo
 left out whenever its question would be ambiguous (a colour asked of a kind that occurs twice, "what is
 above X" with two shapes above X, a largest category that ties), so every stored answer is unique.
 
+Each QA also names the regions its answer depends on (``focus``: pixel boxes of the shapes or text asked
+about), which the writer stores as the record's ``focus`` for focus supervision (training/focus.py).
+
 Short answers are the replies themselves (``"3"``, ``"red"``, ``"yes"``): a nano model learns a consistent
 format quickly and exact-match scoring stays trivial.
 """
@@ -32,6 +35,11 @@ class QA:
     answer: Any  # the short ground truth used for scoring (a string; 4 ints for grounding)
     kind: str = "direct"
     extra: dict[str, Any] = field(default_factory=dict)
+    focus: tuple[tuple[int, int, int, int, int], ...] = ()  # (image index, x1, y1, x2, y2) pixel boxes
+
+
+def _boxes(shapes: list[Shape] | tuple[Shape, ...], image: int = 0) -> tuple[tuple[int, int, int, int, int], ...]:
+    return tuple((image, *shape.bbox()) for shape in shapes)
 
 
 def unique_shapes(scene: ShapeScene) -> list[Shape]:
@@ -44,8 +52,8 @@ def _yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def _direct(task: str, question: str, answer: str) -> QA:
-    return QA(task, question, answer, answer)
+def _direct(task: str, question: str, answer: str, focus: tuple = ()) -> QA:
+    return QA(task, question, answer, answer, focus=focus)
 
 
 # Relation words: (test that `a` is <word> `b`, in grid cells). Only asked across different columns (left /
@@ -66,26 +74,29 @@ def shapes_qas(scene: ShapeScene, rng: random.Random) -> list[QA]:
     colours = Counter(s.colour for s in shapes)
     # Mostly kinds that are present, sometimes any kind, so "0" is a possible count.
     kind = rng.choice(tuple(kinds)) if rng.random() < 0.7 else rng.choice(KINDS)
-    qas.append(_direct("shapes/count_kind", f"How many {plural(kind, 2)} are there?", str(kinds[kind])))
-    qas.append(_direct("shapes/count_all", "How many shapes are there?", str(len(shapes))))
+    qas.append(_direct("shapes/count_kind", f"How many {plural(kind, 2)} are there?", str(kinds[kind]),
+                       _boxes([s for s in shapes if s.kind == kind])))
+    qas.append(_direct("shapes/count_all", "How many shapes are there?", str(len(shapes)), _boxes(shapes)))
     colour = rng.choice(tuple(colours)) if rng.random() < 0.7 else rng.choice(tuple(COLOURS))
-    qas.append(_direct("shapes/count_colour", f"How many {colour} shapes are there?", str(colours[colour])))
+    qas.append(_direct("shapes/count_colour", f"How many {colour} shapes are there?", str(colours[colour]),
+                       _boxes([s for s in shapes if s.colour == colour])))
     lone_kinds = [k for k in kinds if kinds[k] == 1]
     if lone_kinds:
         kind = rng.choice(lone_kinds)
         target = next(s for s in shapes if s.kind == kind)
-        qas.append(_direct("shapes/colour", f"What colour is the {kind}?", target.colour))
+        qas.append(_direct("shapes/colour", f"What colour is the {kind}?", target.colour, _boxes([target])))
     lone_colours = [c for c in colours if colours[c] == 1]
     if lone_colours:
         colour = rng.choice(lone_colours)
         target = next(s for s in shapes if s.colour == colour)
-        qas.append(_direct("shapes/kind", f"What shape is {colour}?", target.kind))
+        qas.append(_direct("shapes/kind", f"What shape is {colour}?", target.kind, _boxes([target])))
     named = unique_shapes(scene)
     if named:
         target = rng.choice(named)
-        qas.append(_direct("shapes/size", f"What size is the {target.name}?", target.size))
+        qas.append(_direct("shapes/size", f"What size is the {target.name}?", target.size, _boxes([target])))
         target = rng.choice(named)
-        qas.append(_direct("shapes/position", f"Where is the {target.name}?", position_name(target.row, target.col)))
+        qas.append(_direct("shapes/position", f"Where is the {target.name}?", position_name(target.row, target.col),
+                           _boxes([target])))
     # Existence, balanced: half the time a present (colour, kind), else one that is absent.
     present = [(s.colour, s.kind) for s in shapes]
     if rng.random() < 0.5:
@@ -93,7 +104,8 @@ def shapes_qas(scene: ShapeScene, rng: random.Random) -> list[QA]:
     else:
         absent = [(c, k) for c in COLOURS for k in KINDS if (c, k) not in present]
         colour, kind = rng.choice(absent)
-    qas.append(_direct("shapes/exists", f"Is there a {colour} {kind}?", _yes_no((colour, kind) in present)))
+    qas.append(_direct("shapes/exists", f"Is there a {colour} {kind}?", _yes_no((colour, kind) in present),
+                       _boxes([s for s in shapes if (s.colour, s.kind) == (colour, kind)])))
     qas += _relation_qas(named, list(shapes), rng)
     return qas
 
@@ -106,7 +118,7 @@ def _relation_qas(named: list[Shape], shapes: list[Shape], rng: random.Random) -
     if pairs:
         a, b = rng.choice(pairs)
         qas.append(_direct("shapes/relation", f"Is the {a.name} {relation} the {b.name}?",
-                           _yes_no(_RELATIONS[relation](a, b))))
+                           _yes_no(_RELATIONS[relation](a, b)), _boxes([a, b])))
     relation = rng.choice(tuple(_RELATIONS))
     options = []
     for anchor in named:
@@ -115,7 +127,8 @@ def _relation_qas(named: list[Shape], shapes: list[Shape], rng: random.Random) -
             options.append((anchor, others[0]))
     if options:
         anchor, other = rng.choice(options)
-        qas.append(_direct("shapes/which", f"What shape is {relation} the {anchor.name}?", other.name))
+        qas.append(_direct("shapes/which", f"What shape is {relation} the {anchor.name}?", other.name,
+                           _boxes([anchor, other])))
     return qas
 
 
@@ -129,19 +142,20 @@ def grounding_qas(scene: ShapeScene, rng: random.Random) -> list[QA]:
     box = format_box(target.bbox(), size)
     ints = [int(v) for v in box[len("<box>[["):-len("]]</box>")].split(", ")]
     locate = QA("grounding/locate", f"Where is the {target.name}? Answer with its bounding box.",
-                f"<ref>{target.name}</ref>{box}", ints)
+                f"<ref>{target.name}</ref>{box}", ints, focus=_boxes([target]))
     target = rng.choice(named)
     box = format_box(target.bbox(), size)
-    describe = _direct("grounding/describe", f"What shape is in the region {box}?", target.name)
+    describe = _direct("grounding/describe", f"What shape is in the region {box}?", target.name, _boxes([target]))
     return [locate, describe]
 
 
 def ocr_qas(scene: TextScene, rng: random.Random) -> list[QA]:
+    focus = ((0, *scene.text_box()),)
     if scene.category == "number":
         question = rng.choice(("What number is shown?", "What number is written in the image?"))
-        return [_direct("ocr/number", question, scene.text)]
+        return [_direct("ocr/number", question, scene.text, focus)]
     question = rng.choice(("What is written here?", "What text is shown in the image?"))
-    return [_direct(f"ocr/{scene.category}", question, scene.text)]
+    return [_direct(f"ocr/{scene.category}", question, scene.text, focus)]
 
 
 def chart_qas(scene: ChartScene, rng: random.Random) -> list[QA]:
@@ -188,17 +202,26 @@ def multi_image_qas(scenes: tuple[ShapeScene, ShapeScene], rng: random.Random) -
     n1, n2 = (sum(s.kind == kind for s in sc.shapes) for sc in scenes)
     verdict = "first" if n1 > n2 else "second" if n2 > n1 else "same"
     qas.append(QA("multi_image/compare_kind", f"Which image has more {plural(kind, 2)}?",
-                  _ORDINAL_REPLY[verdict], verdict))
+                  _ORDINAL_REPLY[verdict], verdict,
+                  focus=_both(scenes, lambda s: s.kind == kind)))
     n1, n2 = len(first.shapes), len(second.shapes)
     verdict = "first" if n1 > n2 else "second" if n2 > n1 else "same"
-    qas.append(QA("multi_image/compare_all", "Which image has more shapes?", _ORDINAL_REPLY[verdict], verdict))
+    qas.append(QA("multi_image/compare_all", "Which image has more shapes?", _ORDINAL_REPLY[verdict], verdict,
+                  focus=_both(scenes, lambda s: True)))
     which = rng.choice(("first", "second"))
     scene = first if which == "first" else second
-    qas.append(_direct("multi_image/count", f"How many shapes are in the {which} image?", str(len(scene.shapes))))
+    qas.append(_direct("multi_image/count", f"How many shapes are in the {which} image?", str(len(scene.shapes)),
+                       _boxes(scene.shapes, 0 if which == "first" else 1)))
     # Balanced: half the time a colour both images share (when there is one), else one that is missing
     # from at least one of them.
     shared = [c for c in COLOURS if all(any(s.colour == c for s in sc.shapes) for sc in scenes)]
     colour = rng.choice(shared if shared and rng.random() < 0.5 else [c for c in COLOURS if c not in shared])
     both = colour in shared
-    qas.append(_direct("multi_image/both", f"Do both images contain a {colour} shape?", _yes_no(both)))
+    qas.append(_direct("multi_image/both", f"Do both images contain a {colour} shape?", _yes_no(both),
+                       _both(scenes, lambda s: s.colour == colour)))
     return qas
+
+
+def _both(scenes: tuple[ShapeScene, ShapeScene], keep: Any) -> tuple[tuple[int, int, int, int, int], ...]:
+    """Boxes of the shapes satisfying `keep` in either image, tagged with their image index."""
+    return tuple(box for index, scene in enumerate(scenes) for box in _boxes([s for s in scene.shapes if keep(s)], index))

@@ -26,6 +26,7 @@ from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Any
 
+from ..answers import box_coordinates
 from .captions import caption_qas
 from .charts import sample_chart_scene, sample_table_scene
 from .reasoning import reasoning_qas
@@ -155,9 +156,13 @@ def _record(item: Item, number: int, qa: QA) -> dict[str, Any]:
         tags = "".join(f"Image-{k + 1}: {_IMAGE_TAG}\n" for k in range(len(paths)))
         prompt, image = tags + qa.question, paths
         scene = {"type": "multi", "images": [s.to_dict() for s in item.scenes]}
-    return {"id": f"{item.split}-{item.index:06d}-{number}", "image": image,
-            "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": qa.reply}],
-            "kind": qa.kind, "task": qa.task, "answer": qa.answer, "scene": scene}
+    record = {"id": f"{item.split}-{item.index:06d}-{number}", "image": image,
+              "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": qa.reply}],
+              "kind": qa.kind, "task": qa.task, "answer": qa.answer, "scene": scene}
+    if qa.focus:  # one entry per gpt turn: the boxes its answer depends on, 0-1000 (training/focus.py)
+        record["focus"] = [[[index, *box_coordinates(box, (item.scenes[index].width, item.scenes[index].height))]
+                            for index, *box in qa.focus]]
+    return record
 
 
 def _render_batch(jobs: list[tuple[str, Any]]) -> None:
@@ -189,6 +194,8 @@ def dialogues(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         merged.append({"id": group[0]["id"] + "-dialogue", "image": group[0]["image"], "conversations": turns,
                        "kind": "direct", "task": "dialogue", "tasks": [row["task"] for row in group],
                        "scene": group[0]["scene"]})
+        if any("focus" in row for row in group):
+            merged[-1]["focus"] = [row["focus"][0] if "focus" in row else [] for row in group]
     return merged
 
 

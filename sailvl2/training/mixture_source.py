@@ -1,7 +1,7 @@
 """The trainer's view of a data mixture: `sailvl2.data.MixtureStream` records as plain training dicts.
 
 Records are turned into the dicts the trainer encodes (`id`, `image`, `conversations`, `system`, `kind`,
-`max_num`). In-memory images (Parquet, WebDataset) stay bytes; `to_json` / `from_json` wrap them in
+`max_num`, and `focus` when the record has focus boxes). In-memory images (Parquet, WebDataset) stay bytes; `to_json` / `from_json` wrap them in
 base64 so the packer's buffer can be written into a checkpoint and re-encoded on resume.
 """
 
@@ -24,7 +24,7 @@ class MixtureSource:
 
     def __next__(self) -> dict[str, Any]:
         record, dataset, max_num = next(self.stream)
-        return {
+        out = {
             "id": f"{dataset}/{record.id}",
             "image": [ref.source for ref in record.images],
             "conversations": record.messages(),
@@ -32,6 +32,9 @@ class MixtureSource:
             "kind": record.kind,
             "max_num": max_num,
         }
+        if record.focus is not None:  # focus supervision boxes (training/focus.py)
+            out["focus"] = [[list(box) for box in boxes] for boxes in record.focus]
+        return out
 
     @property
     def stats(self) -> Any:

@@ -57,6 +57,8 @@ class PackedBatch:
     sample_lengths: list[int]
     sample_loss_tokens: list[int]
     sample_ids: list[str] = field(default_factory=list)
+    # Focus supervision (training/focus.py): (sample start, query, target image tokens), row positions.
+    focus: list[tuple[int, int, list[int]]] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -83,13 +85,17 @@ def fit_to_length(sample: EncodedSample, config: PackingConfig, image_token_id: 
         return None  # cutting would split an image
     keep = config.max_seq_len
     return EncodedSample(sample.input_ids[:keep], sample.labels[:keep], sample.pixel_values,
-                         sample.image_num_tiles, sample.sample_id, sample.source)
+                         sample.image_num_tiles, sample.sample_id, sample.source,
+                         [(query, targets) for query, targets in sample.focus if query < keep - 1])
 
 
 def pack_row(samples: list[EncodedSample], pad_token_id: int, pad_to: int | None = None) -> PackedBatch:
     """Concatenate samples into one row with restarting position ids; optional right padding."""
-    ids, labels, positions = [], [], []
+    ids, labels, positions, focus = [], [], [], []
+    start = 0
     for sample in samples:
+        focus += [(start, start + query, [start + t for t in targets]) for query, targets in sample.focus]
+        start += sample.length
         sample_labels = sample.labels.clone()
         sample_labels[0] = IGNORE_INDEX  # never predict a sample's first token from the previous sample
         ids.append(sample.input_ids)
@@ -110,6 +116,7 @@ def pack_row(samples: list[EncodedSample], pad_token_id: int, pad_to: int | None
         sample_lengths=[s.length for s in samples],
         sample_loss_tokens=[max(0, s.num_loss_tokens - int(s.labels[0] != IGNORE_INDEX)) for s in samples],
         sample_ids=[s.sample_id for s in samples],
+        focus=focus,
     )
 
 

@@ -11,6 +11,7 @@
     max_steps: 1000                              # or max_tokens: 1.0e9
     adalrs: {enabled: true}                      # PAPER.md 7
     lora: {targets: llm, r: 16, alpha: 32}       # optional: LoRA adapters instead of full training
+    focus: {weight: 1.0, layers: [1], heads: [0]} # optional: focus supervision (training/focus.py)
 
 Every section has a dataclass with defaults; unknown keys are errors, so a typo never passes silently.
 """
@@ -26,6 +27,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from .focus import FocusConfig
 from .packing import PackingConfig
 from .schedule import ScheduleConfig
 
@@ -77,6 +79,7 @@ class Recipe:
     data: DataConfig = DataConfig()
     adalrs: dict[str, Any] | None = None
     lora: dict[str, Any] | None = None  # LoRAConfig fields (training/lora.py); trains adapters only
+    focus: FocusConfig = FocusConfig()  # attention supervision on records with focus boxes; off by default
     global_batch_rows: int = 1
     max_steps: int | None = None
     max_tokens: float | None = None
@@ -113,7 +116,7 @@ def _lora_parts(lora: dict[str, Any]) -> tuple[str, ...]:
 
 
 _SECTIONS = {"init": InitConfig, "optim": OptimConfig, "schedule": ScheduleConfig, "packing": PackingConfig,
-             "data": DataConfig}
+             "data": DataConfig, "focus": FocusConfig}
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:

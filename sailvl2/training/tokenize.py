@@ -21,6 +21,7 @@ import torch
 
 from ..errors import ImagePlaceholderError, InputError
 from ..processing import SAILVLProcessor, build_prompt, preprocess_images
+from ..processing.images import image_size_of
 from ..processing.prompt import IMAGE_PLACEHOLDER
 
 IGNORE_INDEX = -100
@@ -38,6 +39,8 @@ class EncodedSample:
     image_num_tiles: list[int] = field(default_factory=list)
     sample_id: str = ""
     source: Any = None  # the record it came from (JSON-serialisable), kept so checkpoints can re-encode it
+    # Focus supervision (training/focus.py): (query position, image-token positions) per supervised reply.
+    focus: list[tuple[int, list[int]]] = field(default_factory=list)
 
     @property
     def length(self) -> int:
@@ -67,10 +70,14 @@ def normalize_turns(conversations: Sequence[Mapping[str, Any]]) -> list[dict[str
 class ConversationEncoder:
     """Tokenises conversations with the processor's prompt format and tile maths."""
 
-    def __init__(self, processor: SAILVLProcessor, max_num: int | None = None, total_max_num: int = 64) -> None:
+    def __init__(self, processor: SAILVLProcessor, max_num: int | None = None, total_max_num: int = 64,
+                 focus_span: str = "first") -> None:
+        if focus_span not in ("first", "reply"):
+            raise InputError(f"focus_span must be 'first' or 'reply', got {focus_span!r}")
         self.processor = processor
         self.max_num = max_num
         self.total_max_num = total_max_num
+        self.focus_span = focus_span  # supervise the reply's first token, or every token of its text
 
     def encode(
         self,
@@ -80,7 +87,10 @@ class ConversationEncoder:
         system: str | None = None,
         max_num: int | None = None,
         sample_id: str = "",
+        focus: Sequence[Sequence[Sequence[float]]] | None = None,
     ) -> EncodedSample:
+        """`focus` (optional): per assistant turn, the `[image_index, x1, y1, x2, y2]` boxes (0-1000) its answer
+        depends on; they become (query, image-token positions) pairs for focus supervision."""
         if kind not in ("direct", "cot"):
             raise InputError(f"kind must be 'direct' or 'cot', got {kind!r}")
         turns = normalize_turns(conversations)
@@ -109,8 +119,44 @@ class ConversationEncoder:
                 text = self.processor.expand_prompt(text, [next(tile_iter) for _ in range(count)])
             texts.append(text)
             trained.append(is_label)
-        input_ids, labels = self._tokenize(texts, trained)
-        return EncodedSample(input_ids, labels, pixel_values, list(tiles), str(sample_id))
+        input_ids, labels, replies = self._tokenize(texts, trained)
+        sample = EncodedSample(input_ids, labels, pixel_values, list(tiles), str(sample_id))
+        if focus:
+            sample.focus = self._focus(focus, images, budget, sample, replies)
+        return sample
+
+    def _focus(self, focus: Sequence[Sequence[Sequence[float]]], images: list[Any], budget: int | None,
+               sample: EncodedSample, replies: list[list[int]]) -> list[tuple[int, list[int]]]:
+        from .focus import box_token_positions  # only runs for records that carry focus boxes
+
+        if len(focus) != len(replies):
+            raise InputError(f"sample {sample.sample_id!r}: 'focus' has {len(focus)} entries for "
+                             f"{len(replies)} assistant turns")
+        image_tokens = (sample.input_ids == self.processor.image_token_id).nonzero().flatten().tolist()
+        per_tile = self.processor.tokens_per_tile
+        spans, offset = [], 0
+        for count in sample.image_num_tiles:
+            spans.append(image_tokens[offset:offset + count * per_tile])
+            offset += count * per_tile
+        items = []
+        end_id = self.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        for boxes, reply in zip(focus, replies):
+            positions: set[int] = set()
+            for box in boxes:
+                if len(box) != 5 or not 0 <= int(box[0]) < len(images):
+                    raise InputError(f"sample {sample.sample_id!r}: a focus box must be [image_index, x1, y1, x2, y2]"
+                                     f" with an index below {len(images)}, got {list(box)!r}")
+                tokens = box_token_positions(box[1:], image_size_of(images[int(box[0])]),
+                                             self.processor.image_config, budget, per_tile)
+                positions.update(spans[int(box[0])][t] for t in tokens)
+            # A query is the position that predicts a reply token: the one before it. "first": the reply's first
+            # token only; "reply": every token of its text (not the closing <|im_end|>), e.g. both words of
+            # "top left" or every digit of a box.
+            text = [t for t in reply if int(sample.input_ids[t]) != end_id]
+            for token in text[:1] if self.focus_span == "first" else text:
+                if positions and token > 0:
+                    items.append((token - 1, sorted(positions)))
+        return items
 
     def _segments(self, turns: list[dict[str, str]], system: str | None, kind: str) -> list[tuple[str, bool]]:
         """Split the full prompt into (text, trained) pieces using prompt prefixes."""
@@ -135,7 +181,8 @@ class ConversationEncoder:
             segments.append((full[cursor:], False))
         return [(text, trained) for text, trained in segments if text]
 
-    def _tokenize(self, texts: list[str], trained: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _tokenize(self, texts: list[str], trained: list[bool]) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+        """input ids, labels, and each trained span's token positions."""
         joined = "".join(texts)
         encoding = self.processor.tokenizer(joined, add_special_tokens=False, return_offsets_mapping=True)
         bounds, position = [], 0
@@ -146,10 +193,12 @@ class ConversationEncoder:
         ids = torch.tensor(encoding["input_ids"], dtype=torch.long)
         labels = torch.full_like(ids, IGNORE_INDEX)
         starts = torch.tensor([start for start, _ in encoding["offset_mapping"]])
+        spans = []
         for low, high in bounds:
             inside = (starts >= low) & (starts < high)
             labels[inside] = ids[inside]
-        return ids, labels
+            spans.append(inside.nonzero().flatten().tolist())
+        return ids, labels, spans
 
 
 def _place_images(turns: list[dict[str, str]], num_images: int, sample_id: str) -> list[dict[str, str]]:

@@ -48,7 +48,7 @@ class DataPipeline:
     def __init__(self, recipe: Recipe, processor: Any, run_dir: Path, image_token_id: int, pad_id: int) -> None:
         self.recipe = recipe
         self.source = _build_source(recipe, run_dir)
-        self.encoder = ConversationEncoder(processor, max_num=recipe.data.max_num)
+        self.encoder = ConversationEncoder(processor, max_num=recipe.data.max_num, focus_span=recipe.focus.span)
         self.packer = StreamPacker(recipe.packing, image_token_id, pad_id, num_ranks=recipe.global_batch_rows)
         self.skipped: Counter = Counter()
         self.seen = 0
@@ -57,6 +57,7 @@ class DataPipeline:
         sample = self.encoder.encode(
             record["conversations"], images=record.get("image") or [], kind=record.get("kind", "direct"),
             system=record.get("system"), max_num=record.get("max_num"), sample_id=str(record.get("id", "")),
+            focus=record.get("focus") if self.recipe.focus.enabled else None,
         )
         sample.source = record
         return sample
@@ -158,6 +159,11 @@ class Trainer:
             self.adalrs = AdaLRS(AdaLRSConfig(**{k: v for k, v in recipe.adalrs.items() if k != "enabled"}),
                                  self.total_steps)
         self.snapshot = None
+        self.focus = None
+        if recipe.focus.enabled:
+            from .focus import FocusSupervision
+
+            self.focus = FocusSupervision(self.model, recipe.focus)
         # One CUDA process with fp32 weights: bf16 autocast (FSDP2 runs use its mixed-precision policy).
         self.autocast = self.device.type == "cuda" and self.info.world_size == 1 and recipe.dtype == "float32"
 
@@ -184,17 +190,23 @@ class Trainer:
         mine = deal_rows(rows, world)
         micro_steps = max(len(r) for r in mine)
         local = torch.zeros((), dtype=torch.float64)
+        # Focus loss: mean over the global batch's supervised queries, times the rank factor like the LM loss.
+        focus_queries = sum(len(row.focus) for row in rows)
         for micro in range(micro_steps):
             if micro < len(mine[self.info.rank]):
                 row = mine[self.info.rank][micro]
-                weight = weight_of[id(row)]
+                weight, focus_items = weight_of[id(row)], row.focus
             else:  # this rank has no row left: a zero-weight step keeps the collectives in step
                 row = rows[0]
-                weight = torch.zeros_like(weight_of[id(row)])
+                weight, focus_items = torch.zeros_like(weight_of[id(row)]), []
             # FSDP averages gradients over ranks; the weights already normalise over the global batch.
+            if self.focus is not None:
+                self.focus.arm(focus_items, self.recipe.focus.weight * world / max(1, focus_queries))
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 loss = packed_loss(self.model, row, weight) * world
             loss.backward()
+            if self.focus is not None:
+                self.focus.disarm()
             local += loss.detach().double().cpu() / world
         if world > 1:
             dist.all_reduce(local)
@@ -240,6 +252,7 @@ class Trainer:
                          "lr": self.optimizer.param_groups[0]["lr"], "lr_scale": scale,
                          "tokens_per_s": tokens / elapsed, "tiles": sum(row.num_tiles for row in rows),
                          "packing_efficiency": sum(r.num_real_tokens for r in rows) / (len(rows) * recipe.packing.max_seq_len),
+                         **self._focus_metrics(),
                          **({"adalrs": decision.as_dict()} if decision is not None else {})})
             done = recipe.max_tokens is not None and counters["tokens"] >= recipe.max_tokens
             if recipe.save_every and (step + 1) % recipe.save_every == 0 and step + 1 < self.step_limit and not done:
@@ -274,6 +287,12 @@ class Trainer:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             print(format_summary(summary))
         return TrainResult(self.run_dir, final_dir if info.is_main else None, final_step, losses, summary)
+
+    def _focus_metrics(self) -> dict[str, float]:
+        """The last row's focus loss and mean attention on the targets (only with focus supervision on)."""
+        if self.focus is None or self.focus.last_loss is None:
+            return {}
+        return {"focus_loss": self.focus.last_loss, "focus_probability": self.focus.last_target_probability}
 
     def _adalrs_observe(self, step: int, loss: float) -> Any:
         """Feed AdaLRS the step's (global) loss; take or restore the rollback point it asks for."""

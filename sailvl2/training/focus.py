@@ -1,0 +1,191 @@
+"""Focus supervision: an auxiliary loss that teaches chosen attention heads where the answer is in the image.
+
+A record may say, for each assistant turn, which image regions the answer depends on (``focus``: per turn a
+list of ``[image_index, x1, y1, x2, y2]`` boxes in the release's 0-1000 grounding coordinates). The encoder
+maps the boxes to the image tokens that cover them (this module's :func:`box_token_positions`, through the
+processor's own tile plan) and marks the *queries*: the position whose output is the reply's first token
+(``span: first``), or the positions predicting every token of the reply's text (``span: reply``). For the
+configured heads, the loss is
+
+    - log sum_{t in targets} softmax_t(q_query . k_t / sqrt(d))    (keys: the query's own sample, causal)
+
+averaged over the global batch's queries and scaled by ``weight``. It is not in the paper: the nano model
+(trained from scratch on a CPU) learns aggregate questions (counts) long before it learns to pick one image
+token by the question's attributes, and supervising one head's attention closes that gap (docs/nano.md,
+session 6). With ``weight: 0`` (the default) nothing is hooked and training is unchanged.
+
+FSDP2 / activation checkpointing: the scores are computed inside a pre-hook of the supervised attention module,
+while its parameters are unsharded, and the loss is attached to that module's output by an autograd function
+whose backward injects the loss gradient when the output's gradient arrives, i.e. during the layer's own
+backward, when FSDP2 has gathered the parameters again (the pattern MoE auxiliary losses use).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from ..processing.images import ImageProcessorConfig, plan_tiles
+
+__all__ = ["FocusConfig", "FocusSupervision", "box_token_positions"]
+
+
+@dataclass(frozen=True)
+class FocusConfig:
+    weight: float = 0.0  # 0 disables focus supervision
+    layers: tuple[int, ...] = (1,)  # decoder layers whose heads are supervised
+    heads: tuple[int, ...] = (0,)  # query heads supervised in each of those layers
+    span: str = "first"  # which reply tokens' predictions are supervised: "first" or every token ("reply")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
+        object.__setattr__(self, "heads", tuple(int(head) for head in self.heads))
+        if self.weight < 0:
+            raise ConfigError(f"focus.weight must be >= 0, got {self.weight}")
+        if self.span not in ("first", "reply"):
+            raise ConfigError(f"focus.span must be 'first' or 'reply', got {self.span!r}")
+        if self.weight and (not self.layers or not self.heads):
+            raise ConfigError("focus supervision needs at least one layer and one head")
+
+    @property
+    def enabled(self) -> bool:
+        return self.weight > 0
+
+
+def box_token_positions(box: Sequence[float], image_size: tuple[int, int], config: ImageProcessorConfig,
+                        max_num: int | None, tokens_per_tile: int) -> list[int]:
+    """Indices (within the image's own tokens) of the tokens whose cells cover `box` (0-1000 coordinates).
+
+    Follows the processor's tile plan: every tile of every grid (and the thumbnail) is split into a
+    side x side token grid (side = sqrt(tokens per tile), one token per 2x2 patches after the pixel shuffle,
+    row-major). A token is a target when its cell and the box overlap by at least half of the smaller of the
+    two, so a shape drawn inside one cell selects that cell and not the neighbours it barely touches, and a box
+    spanning several cells selects all of them.
+    """
+    side = int(round(tokens_per_tile ** 0.5))
+    if side * side != tokens_per_tile:
+        raise ConfigError(f"focus supervision needs a square token grid per tile, got {tokens_per_tile} tokens")
+    x1, y1, x2, y2 = (float(v) / 1000.0 for v in box)
+    box_area = max(x2 - x1, 1e-6) * max(y2 - y1, 1e-6)
+    positions, offset = [], 0
+    for (cols, rows), start, stop in plan_tiles(*image_size, config, max_num).pieces:
+        cell_w, cell_h = 1.0 / (cols * side), 1.0 / (rows * side)
+        threshold = 0.5 * min(cell_w * cell_h, box_area)
+        for tile in range(start, stop):
+            tile_row, tile_col = divmod(tile, cols)
+            for cell in range(tokens_per_tile):
+                row, col = divmod(cell, side)
+                left, top = (tile_col * side + col) * cell_w, (tile_row * side + row) * cell_h
+                overlap = (max(0.0, min(x2, left + cell_w) - max(x1, left))
+                           * max(0.0, min(y2, top + cell_h) - max(y1, top)))
+                if overlap >= threshold:
+                    positions.append(offset + cell)
+            offset += tokens_per_tile
+    return positions
+
+
+class _AttachLoss(torch.autograd.Function):
+    """Identity on `output`; in backward, also sends gradient 1 into `loss` (already weighted)."""
+
+    @staticmethod
+    def forward(ctx: Any, output: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+        ctx.loss_shape = loss.shape
+        return output.view_as(output)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return grad_output, torch.ones(ctx.loss_shape, dtype=grad_output.dtype, device=grad_output.device)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+class FocusSupervision:
+    """Hooks the supervised attention modules of a transformers decoder (Qwen3 layout: `q_proj`, `k_proj`,
+    `q_norm`, `k_norm`, rotary `position_embeddings`) and adds the focus loss of the row being run."""
+
+    def __init__(self, model: torch.nn.Module, config: FocusConfig) -> None:
+        self.config = config
+        layers = model.language_model.model.layers
+        self._handles = []
+        self._items: list[tuple[int, int, list[int]]] = []
+        self._scale = 0.0
+        self.last_loss: float | None = None  # this row's unweighted loss (mean over its queries)
+        self.last_target_probability: float | None = None
+        # Per supervised module: (loss, target probability) of the current row. Keyed by module because an
+        # activation-checkpointed layer runs its hooks again when it is recomputed in backward.
+        self._stats: dict[int, tuple[float, float]] = {}
+        for layer in config.layers:
+            if not 0 <= layer < len(layers):
+                raise ConfigError(f"focus.layers has {layer}; the LLM has layers 0..{len(layers) - 1}")
+            attention = layers[layer].self_attn
+            heads = attention.config.num_attention_heads
+            if any(not 0 <= head < heads for head in config.heads):
+                raise ConfigError(f"focus.heads {list(config.heads)} out of range: the LLM has {heads} heads")
+            self._handles.append(attention.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
+            self._handles.append(attention.register_forward_hook(self._post_hook))
+        self._pending: list[torch.Tensor] = []
+
+    def arm(self, items: list[tuple[int, int, list[int]]], scale: float) -> None:
+        """The next forward is a packed row with these (sample start, query, targets) items; `scale`
+        multiplies its summed per-query losses (weight / queries in the global batch, times any rank factor)."""
+        self._items, self._scale, self._pending, self._stats = list(items), float(scale), [], {}
+
+    def disarm(self) -> None:
+        """Call after the row's backward (a checkpointed layer recomputes its forward, and hooks, then)."""
+        self._items, self._pending = [], []
+        if self._stats:
+            self.last_loss = sum(loss for loss, _ in self._stats.values()) / len(self._stats)
+            self.last_target_probability = sum(p for _, p in self._stats.values()) / len(self._stats)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _pre_hook(self, module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
+        if not self._items or not torch.is_grad_enabled():
+            return
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        cos, sin = kwargs["position_embeddings"]
+        if hidden.shape[0] != 1:
+            raise ConfigError("focus supervision runs on packed rows (batch dimension 1)")
+        head_dim = module.head_dim
+        queries = torch.tensor([query for _, query, _ in self._items], device=hidden.device)
+        starts = torch.tensor([start for start, _, _ in self._items], device=hidden.device)
+        # Queries at the supervised positions only; keys everywhere (a row is a few thousand tokens).
+        q = module.q_norm(module.q_proj(hidden[0, queries]).view(len(queries), -1, head_dim))
+        k = module.k_norm(module.k_proj(hidden[0]).view(hidden.shape[1], -1, head_dim))
+        q = q * cos[0, queries, None] + _rotate_half(q) * sin[0, queries, None]
+        k = k * cos[0, :, None] + _rotate_half(k) * sin[0, :, None]
+        keys = torch.arange(hidden.shape[1], device=hidden.device)
+        visible = (keys[None] >= starts[:, None]) & (keys[None] <= queries[:, None])
+        targets = torch.zeros_like(visible)
+        for index, (_, _, positions) in enumerate(self._items):
+            targets[index, positions] = True
+        groups = module.num_key_value_groups
+        total = hidden.new_zeros((), dtype=torch.float32)
+        losses, probabilities = [], []
+        for head in self.config.heads:
+            scores = (q[:, head].float() @ k[:, head // groups].float().T) * module.scaling
+            log_probs = scores.masked_fill(~visible, float("-inf")).log_softmax(-1)
+            on_target = log_probs.masked_fill(~targets, float("-inf")).logsumexp(-1)
+            total = total - on_target.sum()
+            losses.append(float(-on_target.detach().mean()))
+            probabilities.append(float(on_target.detach().exp().mean()))
+        self._stats[id(module)] = (sum(losses) / len(losses), sum(probabilities) / len(probabilities))
+        self._pending.append(total * (self._scale / len(self.config.heads) / len(self.config.layers)))
+
+    def _post_hook(self, module: torch.nn.Module, args: tuple, output: Any) -> Any:
+        if not self._pending:
+            return None
+        loss = self._pending.pop()
+        if isinstance(output, tuple):
+            return (_AttachLoss.apply(output[0], loss.to(output[0].dtype)), *output[1:])
+        return _AttachLoss.apply(output, loss.to(output.dtype))

@@ -1,0 +1,212 @@
+"""Focus supervision: boxes -> image tokens by hand, the loss against transformers' own attention weights,
+its gradient through the attach-to-output path, packed == unpacked, and a short training run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from sailvl2.data.errors import DataError
+from sailvl2.data.records import parse_record
+from sailvl2.demo import SHIPPED_MODEL_DIR
+from sailvl2.errors import ConfigError, InputError
+from sailvl2.modeling import SAILVLModel
+from sailvl2.processing import SAILVLProcessor
+from sailvl2.processing.images import ImageProcessorConfig
+from sailvl2.training.focus import FocusConfig, FocusSupervision, box_token_positions
+from sailvl2.training.loss import packed_loss
+from sailvl2.training.packing import pack_row, token_weights
+from sailvl2.training.tokenize import IGNORE_INDEX, ConversationEncoder
+
+LAYER, HEAD = 1, 0
+
+
+def test_box_tokens_by_hand_on_one_tile() -> None:
+    config = ImageProcessorConfig(image_size=168, max_num=1)
+    # One 168-px tile, a 3 x 3 token grid of 333.3-unit cells.
+    assert box_token_positions([10, 10, 300, 300], (168, 168), config, 1, 9) == [0]
+    assert box_token_positions([400, 400, 600, 600], (168, 168), config, 1, 9) == [4]
+    assert box_token_positions([0, 0, 1000, 1000], (168, 168), config, 1, 9) == list(range(9))
+    # A shape in cell 2 that pokes 20 units into cell 1: only cell 2 (the overlap is under half the box).
+    assert box_token_positions([713, 50, 950, 300], (168, 168), config, 1, 9) == [2]
+    # A wide bar over the whole bottom row.
+    assert box_token_positions([0, 700, 1000, 990], (168, 168), config, 1, 9) == [6, 7, 8]
+
+
+def test_box_tokens_by_hand_with_tiles_and_thumbnail() -> None:
+    config = ImageProcessorConfig(image_size=168, max_num=2)
+    # A 336 x 168 image: a 2 x 1 grid (tiles 0 and 1, tokens 0-8 and 9-17), then the thumbnail (18-26).
+    # The box is the right half's top-left cell: x 500-666 of the image, y 0-333.
+    positions = box_token_positions([510, 10, 650, 320], (336, 168), config, 2, 9)
+    # In the grid: tile 1, cell 0 -> token 9. In the thumbnail, x 510-650 is the centre column, row 0 -> 18 + 1.
+    assert positions == [9, 19]
+
+
+def test_focus_config_and_record_errors() -> None:
+    with pytest.raises(ConfigError, match="weight"):
+        FocusConfig(weight=-1)
+    with pytest.raises(ConfigError, match="layer and one head"):
+        FocusConfig(weight=1, heads=())
+    base = {"id": "x", "image": "a.png", "conversations": [{"from": "human", "value": "<image>\nq"},
+                                                            {"from": "gpt", "value": "a"}]}
+    record = parse_record({**base, "focus": [[[0, 1, 2, 30, 40]]]}, source="t", fallback_id="x")
+    assert record.focus == (((0, 1, 2, 30, 40),),)
+    for bad in ([[[0, 1, 2, 30]]], [[[0, 50, 2, 30, 40]]], [[[0, 1, 2, 30, 4000]]], {"a": 1}, [["box"]]):
+        with pytest.raises(DataError, match="focus"):
+            parse_record({**base, "focus": bad}, source="t", fallback_id="x")
+
+
+@pytest.fixture(scope="module")
+def nano():
+    model = SAILVLModel.from_pretrained(SHIPPED_MODEL_DIR, dtype=torch.float32)
+    return model, SAILVLProcessor.from_pretrained(SHIPPED_MODEL_DIR)
+
+
+def _scene_image(tmp_path: Path, name: str, colour: tuple[int, int, int]) -> str:
+    image = Image.new("RGB", (168, 168), (255, 255, 255))
+    image.paste(colour, (120, 120, 160, 160))  # a square in the bottom-right cell
+    path = tmp_path / name
+    image.save(path)
+    return str(path)
+
+
+def _samples(nano, tmp_path):
+    _, processor = nano
+    encoder = ConversationEncoder(processor, max_num=1)
+    red, blue = _scene_image(tmp_path, "red.png", (220, 30, 30)), _scene_image(tmp_path, "blue.png", (30, 30, 220))
+    box = [0, 714, 714, 952, 952]  # the square, 0-1000
+    first = encoder.encode(
+        [{"from": "human", "value": "<image>\nWhat colour is the square?"}, {"from": "gpt", "value": "red"},
+         {"from": "human", "value": "How many shapes?"}, {"from": "gpt", "value": "1"}],
+        images=[red], focus=[[box], []], sample_id="first")
+    second = encoder.encode(
+        [{"from": "human", "value": "<image>\nWhat colour is the square?"}, {"from": "gpt", "value": "blue"}],
+        images=[blue], focus=[[box]], sample_id="second")
+    return first, second
+
+
+def test_encoder_marks_the_query_and_the_target_tokens(nano, tmp_path) -> None:
+    model, processor = nano
+    first, second = _samples(nano, tmp_path)
+    # The second turn has no boxes: one supervised reply.
+    assert len(first.focus) == 1 and len(second.focus) == 1
+    query, targets = first.focus[0]
+    # The query is the token before the reply's first labelled token, and it is not itself labelled.
+    assert first.labels[query] == IGNORE_INDEX and first.labels[query + 1] != IGNORE_INDEX
+    assert processor.tokenizer.decode(first.input_ids[query + 1:query + 2]) == "red"
+    # The target is the bottom-right image token (the 9th of the image).
+    image_positions = (first.input_ids == model.config.image_token_id).nonzero().flatten().tolist()
+    assert targets == [image_positions[8]]
+    with pytest.raises(InputError, match="2 assistant turns"):
+        ConversationEncoder(processor, max_num=1).encode(
+            [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"},
+             {"from": "human", "value": "q2"}, {"from": "gpt", "value": "b"}],
+            images=[str(tmp_path / "red.png")], focus=[[[0, 0, 0, 10, 10]]])
+
+
+def test_reply_span_supervises_every_reply_token_but_the_end(nano, tmp_path) -> None:
+    _, processor = nano
+    image = _scene_image(tmp_path, "red.png", (220, 30, 30))
+    turns = [{"from": "human", "value": "<image>\nWhere is the red square?"}, {"from": "gpt", "value": "bottom right"}]
+    box = [[[0, 714, 714, 952, 952]]]
+    first = ConversationEncoder(processor, max_num=1).encode(turns, images=[image], focus=box)
+    reply = ConversationEncoder(processor, max_num=1, focus_span="reply").encode(turns, images=[image], focus=box)
+    trained = (reply.labels != IGNORE_INDEX).nonzero().flatten().tolist()
+    # Every trained token but the closing <|im_end|> is predicted from a supervised query, all with one target.
+    assert [query + 1 for query, _ in reply.focus] == trained[:-1]
+    assert processor.tokenizer.decode(reply.input_ids[trained[:-1]]) == "bottom right"
+    assert reply.focus[0] == first.focus[0] and len({tuple(t) for _, t in reply.focus}) == 1
+    with pytest.raises(InputError, match="focus_span"):
+        ConversationEncoder(processor, focus_span="all")
+
+
+def _training_forward(model, row) -> torch.Tensor:
+    """The trainer's forward of a packed row (per-sample attention), returning its LM loss."""
+    return packed_loss(model, row, token_weights([row], "token")[0])
+
+
+def _reference_loss(model, sample) -> torch.Tensor:
+    """-log(attention on the targets) from transformers' own eager attention weights (unpacked sample)."""
+    previous = model.language_model.config._attn_implementation
+    model.language_model.config._attn_implementation = "eager"
+    try:
+        embeds = model.embed_inputs(sample.input_ids[None], sample.pixel_values)
+        out = model.language_model.model(inputs_embeds=embeds, output_attentions=True)
+    finally:
+        model.language_model.config._attn_implementation = previous
+    weights = out.attentions[LAYER][0, HEAD]  # [query, key]
+    return torch.stack([-weights[query, targets].sum().log() for query, targets in sample.focus]).mean()
+
+
+def test_loss_matches_eager_attention_weights_and_packed_equals_unpacked(nano, tmp_path) -> None:
+    model, processor = nano
+    samples = _samples(nano, tmp_path)
+    focus = FocusSupervision(model, FocusConfig(weight=1.0, layers=(LAYER,), heads=(HEAD,)))
+    try:
+        losses = []
+        for sample in samples:
+            row = pack_row([sample], processor.pad_token_id)
+            focus.arm(row.focus, 1.0)
+            _training_forward(model, row)
+            focus.disarm()
+            losses.append(focus.last_loss)
+            with torch.no_grad():
+                assert focus.last_loss == pytest.approx(float(_reference_loss(model, sample)), rel=1e-4)
+        packed = pack_row(list(samples), processor.pad_token_id)
+        focus.arm(packed.focus, 1.0)
+        _training_forward(model, packed)
+        focus.disarm()
+        assert focus.last_loss == pytest.approx(sum(losses) / 2, rel=1e-4)
+    finally:
+        focus.remove()
+
+
+def test_gradient_through_the_attached_loss_equals_direct_backprop(nano, tmp_path) -> None:
+    model, processor = nano
+    sample = _samples(nano, tmp_path)[0]
+    params = [model.language_model.model.layers[LAYER].self_attn.q_proj.weight,
+              model.language_model.model.layers[0].mlp.up_proj.weight, model.mlp1[1].weight]
+    scale = 0.7
+    # Reference: the eager attention weights' loss, backpropagated directly.
+    model.zero_grad()
+    (scale * _reference_loss(model, sample)).backward()
+    expected = [p.grad.clone() for p in params]
+    # Ours: the loss rides on the attention output; backprop from the LM loss times zero.
+    model.zero_grad()
+    focus = FocusSupervision(model, FocusConfig(weight=1.0, layers=(LAYER,), heads=(HEAD,)))
+    try:
+        row = pack_row([sample], processor.pad_token_id)
+        focus.arm(row.focus, scale)
+        (_training_forward(model, row) * 0).backward()
+        focus.disarm()
+    finally:
+        focus.remove()
+    for got, want in zip([p.grad for p in params], expected):
+        assert want.abs().sum() > 0
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+    model.zero_grad()
+
+
+def test_training_with_focus_logs_it_and_raises_the_target_attention(tmp_path) -> None:
+    from sailvl2.nano.ladder import _corpus
+    from sailvl2.nano.model import NANO_IMAGE_SIZE, build_nano_init
+    from sailvl2.synth import generate_suite
+    from sailvl2.training.recipe import load_recipe
+    from sailvl2.training.trainer import Trainer
+
+    suite = tmp_path / "suite"
+    generate_suite(suite, seed=0, sizes={"train": 120}, families=["shapes"], image_size=NANO_IMAGE_SIZE)
+    init = build_nano_init(tmp_path / "init", _corpus(suite / "train.jsonl"), seed=0)
+    overrides = [f"init={{checkpoint: {init}}}", f"data.mixture={suite / 'mixtures' / 'multitask.yaml'}",
+                 f"output_dir={tmp_path / 'run'}", "max_steps=12", "save_every=0", "packing.max_seq_len=1024",
+                 "schedule.warmup_steps=2", "focus={weight: 1.0, layers: [1], heads: [0]}"]
+    Trainer(load_recipe("nano_multitask", overrides), device="cpu", resume=False).run()
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    probabilities = [m["focus_probability"] for m in metrics]
+    assert len(probabilities) == 12 and all(0 < p <= 1 for p in probabilities)
+    # 12 steps on the focus loss move the supervised head's attention onto the asked-about shapes.
+    assert sum(probabilities[-3:]) / 3 > sum(probabilities[:3]) / 3 + 0.1
