@@ -297,13 +297,24 @@ def test_corruptions_are_wrong_against_the_scene(suite):
             checked[pair.variant] += 1
             if pair.variant == "true":
                 check_caption(task, scene, pair.caption)  # the independent checker accepts it
+                assert _focus_cells(pair, scene) == sorted((s["row"], s["col"]) for s in scene["shapes"])
                 continue
+            # The evidence is exactly the cells where the claim and the image differ.
+            facts = lambda sc: {(s["row"], s["col"]): (s["kind"], s["colour"], s["size"]) for s in sc["shapes"]}  # noqa: E731
+            truth, claim = facts(scene), facts(pair.claimed)
+            assert _focus_cells(pair, scene) == sorted(c for c in truth.keys() | claim.keys()
+                                                       if truth.get(c) != claim.get(c))
             with pytest.raises(CaptionMismatch):
                 check_caption(task, scene, pair.caption)  # wrong about the real scene ...
             check_caption(task, pair.claimed, pair.caption)  # ... and exactly the claimed one
             assert _wrong_facts(scene, pair.claimed) == pair.variant.count("+") + 1 == 3 - pair.score
     assert {"true", "colour", "kind", "count"} <= set(checked)
     assert sum(v for k, v in checked.items() if "+" in k) > 0
+
+
+def _focus_cells(pair, scene) -> list[tuple[int, int]]:
+    """The grid cells of a pair's focus boxes (0-1000), from each box's centre."""
+    return sorted((int((y1 + y2) / 2 * 3 // 1000), int((x1 + x2) / 2 * 3 // 1000)) for x1, y1, x2, y2 in pair.focus)
 
 
 def test_corrupt_scene_rejects_repeats():

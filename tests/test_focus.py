@@ -210,3 +210,27 @@ def test_training_with_focus_logs_it_and_raises_the_target_attention(tmp_path) -
     assert len(probabilities) == 12 and all(0 < p <= 1 for p in probabilities)
     # 12 steps on the focus loss move the supervised head's attention onto the asked-about shapes.
     assert sum(probabilities[-3:]) / 3 > sum(probabilities[:3]) / 3 + 0.1
+
+
+def test_activation_checkpointing_gives_the_same_focus_gradients(nano, tmp_path) -> None:
+    """A checkpointed layer re-runs its hooks when it is recomputed in backward; the loss must count once."""
+    _, processor = nano
+    model = SAILVLModel.from_pretrained(SHIPPED_MODEL_DIR, dtype=torch.float32)
+    model.train()
+    row = pack_row(list(_samples(nano, tmp_path)), processor.pad_token_id)
+    focus = FocusSupervision(model, FocusConfig(weight=1.0, layers=(LAYER,), heads=(HEAD,)))
+    weight = model.language_model.model.layers[LAYER].self_attn.q_proj.weight
+    results = []
+    try:
+        for checkpointing in (False, True):
+            if checkpointing:
+                model.language_model.activation_checkpointing_enable()
+            model.zero_grad()
+            focus.arm(row.focus, 2.0)
+            _training_forward(model, row).backward()
+            focus.disarm()
+            results.append((weight.grad.clone(), focus.last_loss))
+    finally:
+        focus.remove()
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-4, atol=1e-7)
+    assert results[1][1] == pytest.approx(results[0][1], rel=1e-5)

@@ -4,7 +4,9 @@ Every shape-scene caption record of the suite (families ``captions`` and ``focus
 and ``captions/detailed``) yields pairs for its image: the true caption and wrong ones. A wrong caption is
 the suite's own caption grammar applied to a *modified copy of the scene* stored in the record (a shape
 recoloured, given another kind, added or removed), so every corruption is wrong by construction; the
-modified scene is kept in the record (``judge.claimed``) for checking.
+modified scene is kept in the record (``judge.claimed``) for checking. Each record also names its evidence
+(``focus``, training/focus.py): the shapes where the caption and the image differ, or every shape for the
+true caption.
 
 ITA score rule (ours; PAPER.md 4.1 gives the rubric, not a labelling rule), by severity:
 
@@ -38,6 +40,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..answers import box_coordinates
 from ..synth.captions import brief_caption, detailed_caption
 from ..synth.scene import COLOURS, GRID, KINDS, SIZES, Shape, ShapeScene, scene_from_dict
 from .judges import judge_prompt
@@ -45,7 +48,7 @@ from .types import CurationError
 
 __all__ = [
     "CAPTION_TASKS", "CORRUPTIONS", "SCORE_RULE", "JudgePair", "balance", "build_judge_data", "caption_pairs",
-    "corrupt_scene", "judge_record", "pairs_from_records",
+    "corrupt_scene", "evidence_boxes", "judge_record", "pairs_from_records",
 ]
 
 CORRUPTIONS = ("colour", "kind", "count")
@@ -66,6 +69,7 @@ class JudgePair:
     image_id: str
     task: str
     claimed: dict[str, Any] | None = None
+    focus: tuple[tuple[int, int, int, int], ...] = ()  # evidence boxes, 0-1000 (training/focus.py)
 
     @property
     def label(self) -> str:
@@ -103,6 +107,19 @@ def corrupt_scene(scene: ShapeScene, corruptions: Sequence[str], rng: random.Ran
     return replace(scene, shapes=tuple(shapes))
 
 
+def evidence_boxes(scene: ShapeScene, claimed: ShapeScene | None = None) -> tuple[tuple[int, int, int, int], ...]:
+    """The 0-1000 boxes a judge must look at: the cells where ``claimed`` and the true ``scene`` differ (the
+    true shape's box, or the claimed shape's where the image has none), or every shape when nothing is claimed."""
+    truth = {(s.row, s.col): s for s in scene.shapes}
+    if claimed is None:
+        shapes = list(scene.shapes)
+    else:
+        claim = {(s.row, s.col): s for s in claimed.shapes}
+        shapes = [truth.get(cell) or claim[cell] for cell in sorted(truth.keys() | claim.keys())
+                  if truth.get(cell) != claim.get(cell)]
+    return tuple(box_coordinates(shape.bbox(), (scene.width, scene.height)) for shape in shapes)
+
+
 def _caption(task: str, scene: ShapeScene) -> str:
     return detailed_caption(scene) if task == "captions/detailed" else brief_caption(scene)
 
@@ -115,16 +132,18 @@ def caption_pairs(record: dict[str, Any], image: str, rng: random.Random,
     truth = record["conversations"][-1]["value"]
     if _caption(task, scene) != truth:
         raise CurationError(f"record {record.get('id')}: its caption is not the scene's caption")
-    make = lambda caption, score, variant, claimed=None: JudgePair(  # noqa: E731
-        image, caption, score, variant, record["id"].rsplit("-", 1)[0], record["task"], claimed)
+    def make(caption: str, score: int, variant: str, wrong: ShapeScene | None = None) -> JudgePair:
+        return JudgePair(image, caption, score, variant, record["id"].rsplit("-", 1)[0], record["task"],
+                         wrong.to_dict() if wrong is not None else None, evidence_boxes(scene, wrong))
+
     pairs = [make(truth, 5, "true")]
     for corruption in corruptions:
         wrong = corrupt_scene(scene, [corruption], rng)
-        pairs.append(make(_caption(task, wrong), 2, corruption, wrong.to_dict()))
+        pairs.append(make(_caption(task, wrong), 2, corruption, wrong))
     doubles = [(a, b) for i, a in enumerate(corruptions) for b in corruptions[i + 1:]]
     for first, second in rng.sample(doubles, min(2, len(doubles))):
         wrong = corrupt_scene(scene, [first, second], rng)
-        pairs.append(make(_caption(task, wrong), 1, f"{first}+{second}", wrong.to_dict()))
+        pairs.append(make(_caption(task, wrong), 1, f"{first}+{second}", wrong))
     return pairs
 
 
@@ -171,11 +190,15 @@ def judge_record(pair: JudgePair, judge: str, number: int, split: str, image_bas
     if judge not in _TRAINED_JUDGES:
         raise CurationError(f"judge data exists for {_TRAINED_JUDGES}, not {judge!r}")
     answer = str(pair.score) if judge == "ita_score" else pair.label
-    meta = {k: v for k, v in asdict(pair).items() if k != "image"} | {"label": pair.label, "name": judge}
-    return {"id": f"{judge}-{split}-{number:06d}", "image": os.path.relpath(pair.image, image_base),
-            "conversations": [{"from": "human", "value": judge_prompt(judge, pair.caption, style)},
-                              {"from": "gpt", "value": answer}],
-            "judge": meta}
+    meta = {k: v for k, v in asdict(pair).items() if k not in ("image", "focus")} | {"label": pair.label,
+                                                                                       "name": judge}
+    record = {"id": f"{judge}-{split}-{number:06d}", "image": os.path.relpath(pair.image, image_base),
+              "conversations": [{"from": "human", "value": judge_prompt(judge, pair.caption, style)},
+                                {"from": "gpt", "value": answer}],
+              "judge": meta}
+    if pair.focus:
+        record["focus"] = [[[0, *box] for box in pair.focus]]
+    return record
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

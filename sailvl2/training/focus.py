@@ -125,6 +125,9 @@ class FocusSupervision:
             if not 0 <= layer < len(layers):
                 raise ConfigError(f"focus.layers has {layer}; the LLM has layers 0..{len(layers) - 1}")
             attention = layers[layer].self_attn
+            if not all(hasattr(attention, name) for name in ("q_proj", "k_proj", "head_dim", "scaling")):
+                raise ConfigError(f"focus supervision needs Qwen-style attention (q_proj, k_proj, rotary "
+                                  f"position_embeddings); layer {layer} has {type(attention).__name__}")
             heads = attention.config.num_attention_heads
             if any(not 0 <= head < heads for head in config.heads):
                 raise ConfigError(f"focus.heads {list(config.heads)} out of range: the LLM has {heads} heads")
@@ -160,8 +163,9 @@ class FocusSupervision:
         queries = torch.tensor([query for _, query, _ in self._items], device=hidden.device)
         starts = torch.tensor([start for start, _, _ in self._items], device=hidden.device)
         # Queries at the supervised positions only; keys everywhere (a row is a few thousand tokens).
-        q = module.q_norm(module.q_proj(hidden[0, queries]).view(len(queries), -1, head_dim))
-        k = module.k_norm(module.k_proj(hidden[0]).view(hidden.shape[1], -1, head_dim))
+        q_norm, k_norm = getattr(module, "q_norm", torch.nn.Identity()), getattr(module, "k_norm", torch.nn.Identity())
+        q = q_norm(module.q_proj(hidden[0, queries]).view(len(queries), -1, head_dim))
+        k = k_norm(module.k_proj(hidden[0]).view(hidden.shape[1], -1, head_dim))
         q = q * cos[0, queries, None] + _rotate_half(q) * sin[0, queries, None]
         k = k * cos[0, :, None] + _rotate_half(k) * sin[0, :, None]
         keys = torch.arange(hidden.shape[1], device=hidden.device)
@@ -169,7 +173,7 @@ class FocusSupervision:
         targets = torch.zeros_like(visible)
         for index, (_, _, positions) in enumerate(self._items):
             targets[index, positions] = True
-        groups = module.num_key_value_groups
+        groups = q.shape[1] // k.shape[1]  # grouped-query attention: query heads per key-value head
         total = hidden.new_zeros((), dtype=torch.float32)
         losses, probabilities = [], []
         for head in self.config.heads:
