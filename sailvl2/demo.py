@@ -154,11 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     checked = sum(r.get("answer") is not None for r in records)
     print(f"({time.perf_counter() - started:.1f}s; {right}/{checked} right)")
 
-    # A scene of several shapes is what the detailed-caption question was trained on (captions family).
-    first = next((r for r in records if r["task"].startswith("shapes/")), records[0])
-    print(f"\n[streamed chat] {Path(first['image'][0]).name}\nQ: Describe the image in detail.\nA: ", end="")
-    for piece in vlm.chat("<image>\nDescribe the image in detail.", images=first["image"], stream=True,
-                          max_new_tokens=args.max_new_tokens):
+    # A multi-turn chat about a shapes scene, the second answer streamed (the nano model trains on dialogues;
+    # it does not write captions, docs/nano.md).
+    index = next((i for i, r in enumerate(records) if r["task"].startswith("shapes/")), 0)
+    first, question = records[index], _question(records[index])
+    follow_up = "How many shapes are there?"
+    print(f"\n[streamed chat] {Path(first['image'][0]).name}\nQ: {_short(question, 80)}\n"
+          f"A: {responses[index].text}\nQ: {follow_up}\nA: ", end="")
+    for piece in vlm.chat(follow_up, images=first["image"], stream=True, max_new_tokens=args.max_new_tokens,
+                          history=[(question, responses[index].text)]):
         print(piece, end="", flush=True)
     print()
 

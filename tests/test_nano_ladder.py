@@ -13,11 +13,11 @@ def test_smoke_ladder_trains_every_stage_and_reports(tmp_path, capsys):
     torch.set_num_threads(2)
     assert cli_main(["nano", "--preset", "smoke", "--out", str(tmp_path / "nano")]) == 0
     report = json.loads((tmp_path / "nano" / "report.json").read_text())
-    assert [s["stage"] for s in report["stages"]] == ["vision", "align", "multitask", "sft", "longcot"]
+    assert [s["stage"] for s in report["stages"]] == ["align", "multitask", "sft", "longcot"]
     for stage in report["stages"]:
         assert stage["last_loss"] < stage["first_loss"], stage["stage"]  # the loss falls at every stage
         assert (tmp_path / "nano" / stage["stage"] / "loss.png").is_file()
-        if stage["stage"] == "vision":  # the dense stage reports its per-token read-outs, not answers
+        if stage["stage"] == "align":  # the dense stage reports its per-token read-outs, not answers
             assert set(stage["dense_accuracy"]) >= {"kind", "colour", "size"}
             continue
         assert stage["accuracy"] and all(0.0 <= v["accuracy"] <= 1.0 for v in stage["accuracy"].values())

@@ -5,9 +5,13 @@ evaluate after every stage, write a report.
     sailvl2 nano --preset smoke         # CI-sized: a few steps per stage, a small held-out set
     sailvl2 nano --out runs/nano --seed 0
 
-Stages: dense vision pre-training of the ViT and projector on per-token labels from the scene descriptions
-(nano/dense.py) -> alignment on captions -> multi-task pre-training -> SFT -> LongCoT SFT (recipes in
-sailvl2/recipes/nano_*.yaml; the RL stage arrives with the RL issue). Each stage starts from the previous
+Stages: vision-language alignment -> multi-task pre-training -> SFT -> LongCoT SFT (recipes in
+sailvl2/recipes/nano_*.yaml; the RL stage arrives with the RL issue). The alignment stage is dense
+(nano/dense.py): the ViT and projector learn, with the LLM frozen, to turn each image token into the LLM's
+own word embeddings of what the scene description says is in its cell (kind, colour, size, row, column), as
+the paper's alignment stage trains the vision side into a frozen LLM's space on captions. Next-token training
+on the caption texts (the `nano_align` recipe) is not in the ladder: measured, any of it, before or inside
+multi-task training, breaks the later read-out of one shape's attributes (docs/nano.md, session 6). Each stage starts from the previous
 one's export. The multi-task and SFT stages train on the suite's multi-turn dialogues (one image, several
 questions); the held-out evaluation asks one question per image, as the shipped demo does.
 Outputs in `--out`: data/ (the suite), init/, one run folder per stage, report.md, report.json.
@@ -30,8 +34,7 @@ from .model import NANO_IMAGE_SIZE, build_nano_init
 
 DENSE = "dense"  # the recipe name of the vision stage, which trains outside the LM trainer (nano/dense.py)
 STAGES = (  # (stage, recipe, mixture file written by the suite generator)
-    ("vision", DENSE, None),
-    ("align", "nano_align", "captions"),
+    ("align", DENSE, None),
     ("multitask", "nano_multitask", "multitask"),
     ("sft", "nano_sft", "sft"),
     ("longcot", "nano_longcot", "cot"),
@@ -41,7 +44,7 @@ PRESETS: dict[str, dict[str, Any]] = {
              "dense": DenseConfig(steps=1500, word_aligned=True)},
     "smoke": {"sizes": {"train": 1200, "val": 40, "test": 160}, "eval_limit": 160,
               "dense": DenseConfig(steps=300, word_aligned=True, eval_images=64),
-              "overrides": {"align": ["max_steps=12"], "multitask": ["max_steps=160"],
+              "overrides": {"multitask": ["max_steps=160"],
                             "sft": ["max_steps=100"], "longcot": ["max_steps=12"]},
               "common": ["packing.max_seq_len=1024", "save_every=0"]},
 }
