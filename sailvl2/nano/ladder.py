@@ -45,7 +45,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"sizes": {"train": 1200, "val": 40, "test": 160}, "eval_limit": 160,
               "dense": DenseConfig(steps=300, word_aligned=True, eval_images=64),
               "overrides": {"multitask": ["max_steps=160"],
-                            "sft": ["max_steps=100"], "longcot": ["max_steps=12"]},
+                            "sft": ["max_steps=200"], "longcot": ["max_steps=12"]},
               "common": ["packing.max_seq_len=1024", "save_every=0"]},
 }
 
