@@ -101,6 +101,12 @@ def test_encoder_marks_the_query_and_the_target_tokens(nano, tmp_path) -> None:
     # The target is the bottom-right image token (the 9th of the image).
     image_positions = (first.input_ids == model.config.image_token_id).nonzero().flatten().tolist()
     assert targets == [image_positions[8]]
+    # A box on an image that only comes after the reply is not supervised (the query cannot see it).
+    later = ConversationEncoder(processor, max_num=1).encode(
+        [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"},
+         {"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "red"}],
+        images=[str(tmp_path / "red.png")], focus=[[[0, 714, 714, 952, 952]], [[0, 714, 714, 952, 952]]])
+    assert len(later.focus) == 1 and later.focus[0][0] > later.focus[0][1][0]
     with pytest.raises(InputError, match="2 assistant turns"):
         ConversationEncoder(processor, max_num=1).encode(
             [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"},

@@ -154,8 +154,9 @@ class ConversationEncoder:
             # "top left" or every digit of a box.
             text = [t for t in reply if int(sample.input_ids[t]) != end_id]
             for token in text[:1] if self.focus_span == "first" else text:
-                if positions and token > 0:
-                    items.append((token - 1, sorted(positions)))
+                visible = sorted(p for p in positions if p < token - 1)  # an image after the query is unseen
+                if visible:
+                    items.append((token - 1, visible))
         return items
 
     def _segments(self, turns: list[dict[str, str]], system: str | None, kind: str) -> list[tuple[str, bool]]:
