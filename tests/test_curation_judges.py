@@ -300,8 +300,7 @@ def test_corruptions_are_wrong_against_the_scene(suite):
                 assert _focus_cells(pair, scene) == sorted((s["row"], s["col"]) for s in scene["shapes"])
                 continue
             # The evidence is exactly the cells where the claim and the image differ.
-            facts = lambda sc: {(s["row"], s["col"]): (s["kind"], s["colour"], s["size"]) for s in sc["shapes"]}  # noqa: E731
-            truth, claim = facts(scene), facts(pair.claimed)
+            truth, claim = _cell_facts(scene), _cell_facts(pair.claimed)
             assert _focus_cells(pair, scene) == sorted(c for c in truth.keys() | claim.keys()
                                                        if truth.get(c) != claim.get(c))
             with pytest.raises(CaptionMismatch):
@@ -310,6 +309,10 @@ def test_corruptions_are_wrong_against_the_scene(suite):
             assert _wrong_facts(scene, pair.claimed) == pair.variant.count("+") + 1 == 3 - pair.score
     assert {"true", "colour", "kind", "count"} <= set(checked)
     assert sum(v for k, v in checked.items() if "+" in k) > 0
+
+
+def _cell_facts(scene) -> dict[tuple[int, int], tuple[str, str, str]]:
+    return {(s["row"], s["col"]): (s["kind"], s["colour"], s["size"]) for s in scene["shapes"]}
 
 
 def _focus_cells(pair, scene) -> list[tuple[int, int]]:

@@ -333,7 +333,8 @@ def _focus_subjects(task: str, q: str, scenes: list[dict[str, Any]]) -> list[tup
         anchor = _named(scenes[0], colour, kind)
         return [(0, anchor)] + [(0, s) for s in scenes[0]["shapes"] if s is not anchor and _relation(rel, s, anchor)]
     if task == "grounding/describe":
-        x1, y1, x2, y2 = (int(v) for v in _match(r"What shape is in the region <box>\[\[(\d+), (\d+), (\d+), (\d+)\]\]</box>\?", q))
+        region = r"What shape is in the region <box>\[\[(\d+), (\d+), (\d+), (\d+)\]\]</box>\?"
+        x1, y1, x2, y2 = (int(v) for v in _match(region, q))
         w, h = scenes[0]["width"], scenes[0]["height"]
         return [(0, s) for s in scenes[0]["shapes"]
                 if x1 * w / 1000 <= s["cx"] <= x2 * w / 1000 and y1 * h / 1000 <= s["cy"] <= y2 * h / 1000]

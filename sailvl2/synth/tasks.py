@@ -224,4 +224,5 @@ def multi_image_qas(scenes: tuple[ShapeScene, ShapeScene], rng: random.Random) -
 
 def _both(scenes: tuple[ShapeScene, ShapeScene], keep: Any) -> tuple[tuple[int, int, int, int, int], ...]:
     """Boxes of the shapes satisfying `keep` in either image, tagged with their image index."""
-    return tuple(box for index, scene in enumerate(scenes) for box in _boxes([s for s in scene.shapes if keep(s)], index))
+    return tuple(box for index, scene in enumerate(scenes)
+                 for box in _boxes([s for s in scene.shapes if keep(s)], index))

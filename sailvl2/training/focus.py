@@ -143,6 +143,7 @@ class FocusSupervision:
     def disarm(self) -> None:
         """Call after the row's backward (a checkpointed layer recomputes its forward, and hooks, then)."""
         self._items, self._pending = [], []
+        self.last_loss = self.last_target_probability = None  # a row without focus items reports none
         if self._stats:
             self.last_loss = sum(loss for loss, _ in self._stats.values()) / len(self._stats)
             self.last_target_probability = sum(p for _, p in self._stats.values()) / len(self._stats)

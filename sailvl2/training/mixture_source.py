@@ -1,8 +1,9 @@
 """The trainer's view of a data mixture: `sailvl2.data.MixtureStream` records as plain training dicts.
 
 Records are turned into the dicts the trainer encodes (`id`, `image`, `conversations`, `system`, `kind`,
-`max_num`, and `focus` when the record has focus boxes). In-memory images (Parquet, WebDataset) stay bytes; `to_json` / `from_json` wrap them in
-base64 so the packer's buffer can be written into a checkpoint and re-encoded on resume.
+`max_num`, and `focus` when the record has focus boxes). In-memory images (Parquet, WebDataset) stay bytes;
+`to_json` / `from_json` wrap them in base64 so the packer's buffer can be written into a checkpoint and
+re-encoded on resume.
 """
 
 from __future__ import annotations
