@@ -94,7 +94,8 @@ def test_encoder_marks_the_query_and_the_target_tokens(nano, tmp_path) -> None:
     first, second = _samples(nano, tmp_path)
     # The second turn has no boxes: one supervised reply.
     assert len(first.focus) == 1 and len(second.focus) == 1
-    query, targets = first.focus[0]
+    query, targets, share = first.focus[0]
+    assert share == 1.0  # one query: the reply's whole weight
     # The query is the token before the reply's first labelled token, and it is not itself labelled.
     assert first.labels[query] == IGNORE_INDEX and first.labels[query + 1] != IGNORE_INDEX
     assert processor.tokenizer.decode(first.input_ids[query + 1:query + 2]) == "red"
@@ -123,9 +124,12 @@ def test_reply_span_supervises_every_reply_token_but_the_end(nano, tmp_path) -> 
     reply = ConversationEncoder(processor, max_num=1, focus_span="reply").encode(turns, images=[image], focus=box)
     trained = (reply.labels != IGNORE_INDEX).nonzero().flatten().tolist()
     # Every trained token but the closing <|im_end|> is predicted from a supervised query, all with one target.
-    assert [query + 1 for query, _ in reply.focus] == trained[:-1]
+    assert [query + 1 for query, _, _ in reply.focus] == trained[:-1]
+    # The reply's queries share its weight: a two-word answer weighs as much as a one-word one.
+    assert sum(share for *_, share in reply.focus) == pytest.approx(1.0)
+    assert len({share for *_, share in reply.focus}) == 1
     assert processor.tokenizer.decode(reply.input_ids[trained[:-1]]) == "bottom right"
-    assert reply.focus[0] == first.focus[0] and len({tuple(t) for _, t in reply.focus}) == 1
+    assert reply.focus[0][:2] == first.focus[0][:2] and len({tuple(t) for _, t, _ in reply.focus}) == 1
     with pytest.raises(InputError, match="focus_span"):
         ConversationEncoder(processor, focus_span="all")
 
@@ -145,7 +149,8 @@ def _reference_loss(model, sample) -> torch.Tensor:
     finally:
         model.language_model.config._attn_implementation = previous
     weights = out.attentions[LAYER][0, HEAD]  # [query, key]
-    return torch.stack([-weights[query, targets].sum().log() for query, targets in sample.focus]).mean()
+    losses = torch.stack([-weights[query, targets].sum().log() * share for query, targets, share in sample.focus])
+    return losses.sum() / sum(share for *_, share in sample.focus)
 
 
 def test_loss_matches_eager_attention_weights_and_packed_equals_unpacked(nano, tmp_path) -> None:
@@ -240,3 +245,47 @@ def test_activation_checkpointing_gives_the_same_focus_gradients(nano, tmp_path)
         focus.remove()
     torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-4, atol=1e-7)
     assert results[1][1] == pytest.approx(results[0][1], rel=1e-5)
+
+
+def test_step_focus_metrics_weight_every_row_by_its_replies() -> None:
+    """With several rows per step the logged metrics cover all of them, not only the last one."""
+    from sailvl2.training.trainer import _reply_weighted_means
+
+    # Hand-computed: losses 1.0 (3 replies) and 2.0 (1 reply) -> (3 + 2) / 4 = 1.25; probabilities likewise.
+    assert _reply_weighted_means([(1.0, 0.5, 3), (2.0, 0.1, 1)]) == pytest.approx((1.25, 0.4))
+    assert _reply_weighted_means([(4.0, 0.2, 2)]) == pytest.approx((4.0, 0.2))
+    assert _reply_weighted_means([]) is None
+
+
+def test_reply_span_loss_weighs_each_reply_once(nano, tmp_path) -> None:
+    """With `span: reply` a reply's queries share its weight: the loss is the share-weighted mean of the eager
+    attention's -log(target mass), and a long reply counts as much as a one-token one in a packed row."""
+    model, processor = nano
+    image = _scene_image(tmp_path, "red.png", (220, 30, 30))
+    box = [[[0, 714, 714, 952, 952]]]
+    encoder = ConversationEncoder(processor, max_num=1, focus_span="reply")
+    long = encoder.encode([{"from": "human", "value": "<image>\nWhere is the square?"},
+                           {"from": "gpt", "value": "bottom right of the picture"}], images=[image], focus=box)
+    short = encoder.encode([{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "red"}],
+                           images=[image], focus=box)
+    assert len(long.focus) > 3 and len(short.focus) == 1
+    focus = FocusSupervision(model, FocusConfig(weight=1.0, layers=(LAYER,), heads=(HEAD,), span="reply"))
+    try:
+        losses = []
+        for sample in (long, short):
+            focus.arm(pack_row([sample], processor.pad_token_id).focus, 1.0)
+            _training_forward(model, pack_row([sample], processor.pad_token_id))
+            focus.disarm()
+            with torch.no_grad():
+                assert focus.last_loss == pytest.approx(float(_reference_loss(model, sample)), rel=1e-4)
+            losses.append(focus.last_loss)
+        assert abs(losses[0] - losses[1]) > 1e-3
+        packed = pack_row([long, short], processor.pad_token_id)
+        focus.arm(packed.focus, 1.0)
+        _training_forward(model, packed)
+        focus.disarm()
+        # Two replies, equal weight: the plain mean of the two, not a mean over the long reply's many queries
+        # (which would differ, since the two replies' losses do).
+        assert focus.last_loss == pytest.approx(sum(losses) / 2, rel=1e-4)
+    finally:
+        focus.remove()

@@ -114,9 +114,9 @@ class FocusSupervision:
         self.config = config
         layers = model.language_model.model.layers
         self._handles = []
-        self._items: list[tuple[int, int, list[int]]] = []
+        self._items: list[tuple[int, int, list[int], float]] = []
         self._scale = 0.0
-        self.last_loss: float | None = None  # this row's unweighted loss (mean over its queries)
+        self.last_loss: float | None = None  # this row's unweighted loss (mean over its replies)
         self.last_target_probability: float | None = None
         # Per supervised module: (loss, target probability) of the current row. Keyed by module because an
         # activation-checkpointed layer runs its hooks again when it is recomputed in backward.
@@ -135,9 +135,10 @@ class FocusSupervision:
             self._handles.append(attention.register_forward_hook(self._post_hook))
         self._pending: list[torch.Tensor] = []
 
-    def arm(self, items: list[tuple[int, int, list[int]]], scale: float) -> None:
-        """The next forward is a packed row with these (sample start, query, targets) items; `scale`
-        multiplies its summed per-query losses (weight / queries in the global batch, times any rank factor)."""
+    def arm(self, items: list[tuple[int, int, list[int], float]], scale: float) -> None:
+        """The next forward is a packed row with these (sample start, query, targets, share) items; `scale`
+        multiplies the sum of its per-query losses times their shares (weight / replies in the global batch,
+        times any rank factor)."""
         self._items, self._scale, self._pending, self._stats = list(items), float(scale), [], {}
 
     def disarm(self) -> None:
@@ -161,8 +162,9 @@ class FocusSupervision:
         if hidden.shape[0] != 1:
             raise ConfigError("focus supervision runs on packed rows (batch dimension 1)")
         head_dim = module.head_dim
-        queries = torch.tensor([query for _, query, _ in self._items], device=hidden.device)
-        starts = torch.tensor([start for start, _, _ in self._items], device=hidden.device)
+        queries = torch.tensor([query for _, query, _, _ in self._items], device=hidden.device)
+        starts = torch.tensor([start for start, _, _, _ in self._items], device=hidden.device)
+        shares = torch.tensor([share for _, _, _, share in self._items], device=hidden.device)
         # Queries at the supervised positions only; keys everywhere (a row is a few thousand tokens).
         q_norm, k_norm = getattr(module, "q_norm", torch.nn.Identity()), getattr(module, "k_norm", torch.nn.Identity())
         q = q_norm(module.q_proj(hidden[0, queries]).view(len(queries), -1, head_dim))
@@ -172,8 +174,9 @@ class FocusSupervision:
         keys = torch.arange(hidden.shape[1], device=hidden.device)
         visible = (keys[None] >= starts[:, None]) & (keys[None] <= queries[:, None])
         targets = torch.zeros_like(visible)
-        for index, (_, _, positions) in enumerate(self._items):
-            targets[index, positions] = True
+        item_index = [index for index, (_, _, positions, _) in enumerate(self._items) for _ in positions]
+        target_index = [position for _, _, positions, _ in self._items for position in positions]
+        targets[item_index, target_index] = True
         groups = q.shape[1] // k.shape[1]  # grouped-query attention: query heads per key-value head
         total = hidden.new_zeros((), dtype=torch.float32)
         losses, probabilities = [], []
@@ -181,9 +184,10 @@ class FocusSupervision:
             scores = (q[:, head].float() @ k[:, head // groups].float().T) * module.scaling
             log_probs = scores.masked_fill(~visible, float("-inf")).log_softmax(-1)
             on_target = log_probs.masked_fill(~targets, float("-inf")).logsumexp(-1)
-            total = total - on_target.sum()
-            losses.append(float(-on_target.detach().mean()))
-            probabilities.append(float(on_target.detach().exp().mean()))
+            total = total - (on_target * shares).sum()
+            replies = float(shares.sum())
+            losses.append(float(-(on_target.detach() * shares).sum()) / replies)
+            probabilities.append(float((on_target.detach().exp() * shares).sum()) / replies)
         self._stats[id(module)] = (sum(losses) / len(losses), sum(probabilities) / len(probabilities))
         self._pending.append(total * (self._scale / len(self.config.heads) / len(self.config.layers)))
 

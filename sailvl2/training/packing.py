@@ -57,8 +57,8 @@ class PackedBatch:
     sample_lengths: list[int]
     sample_loss_tokens: list[int]
     sample_ids: list[str] = field(default_factory=list)
-    # Focus supervision (training/focus.py): (sample start, query, target image tokens), row positions.
-    focus: list[tuple[int, int, list[int]]] = field(default_factory=list)
+    # Focus supervision (training/focus.py): (sample start, query, target image tokens, share), row positions.
+    focus: list[tuple[int, int, list[int], float]] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -86,7 +86,7 @@ def fit_to_length(sample: EncodedSample, config: PackingConfig, image_token_id: 
     keep = config.max_seq_len
     return EncodedSample(sample.input_ids[:keep], sample.labels[:keep], sample.pixel_values,
                          sample.image_num_tiles, sample.sample_id, sample.source,
-                         [(query, targets) for query, targets in sample.focus if query < keep - 1])
+                         [item for item in sample.focus if item[0] < keep - 1])
 
 
 def pack_row(samples: list[EncodedSample], pad_token_id: int, pad_to: int | None = None) -> PackedBatch:
@@ -94,7 +94,8 @@ def pack_row(samples: list[EncodedSample], pad_token_id: int, pad_to: int | None
     ids, labels, positions, focus = [], [], [], []
     start = 0
     for sample in samples:
-        focus += [(start, start + query, [start + t for t in targets]) for query, targets in sample.focus]
+        focus += [(start, start + query, [start + t for t in targets], share)
+                  for query, targets, share in sample.focus]
         start += sample.length
         sample_labels = sample.labels.clone()
         sample_labels[0] = IGNORE_INDEX  # never predict a sample's first token from the previous sample

@@ -39,8 +39,9 @@ class EncodedSample:
     image_num_tiles: list[int] = field(default_factory=list)
     sample_id: str = ""
     source: Any = None  # the record it came from (JSON-serialisable), kept so checkpoints can re-encode it
-    # Focus supervision (training/focus.py): (query position, image-token positions) per supervised reply.
-    focus: list[tuple[int, list[int]]] = field(default_factory=list)
+    # Focus supervision (training/focus.py): (query position, image-token positions, share) per query; the
+    # queries of one reply share its weight (shares sum to 1 per reply).
+    focus: list[tuple[int, list[int], float]] = field(default_factory=list)
 
     @property
     def length(self) -> int:
@@ -126,7 +127,7 @@ class ConversationEncoder:
         return sample
 
     def _focus(self, focus: Sequence[Sequence[Sequence[float]]], images: list[Any], budget: int | None,
-               sample: EncodedSample, replies: list[list[int]]) -> list[tuple[int, list[int]]]:
+               sample: EncodedSample, replies: list[list[int]]) -> list[tuple[int, list[int], float]]:
         from .focus import box_token_positions  # only runs for records that carry focus boxes
 
         if len(focus) != len(replies):
@@ -152,11 +153,16 @@ class ConversationEncoder:
             # A query is the position that predicts a reply token: the one before it. "first": the reply's first
             # token only; "reply": every token of its text (not the closing <|im_end|>), e.g. both words of
             # "top left" or every digit of a box.
+            # Every reply weighs the same whatever its length: with per-query weights, the ~25 queries of a box
+            # reply drowned the one of a colour answer, and the full nano ladder lost colour reading
+            # (docs/nano.md, session 7).
             text = [t for t in reply if int(sample.input_ids[t]) != end_id]
+            queries = []
             for token in text[:1] if self.focus_span == "first" else text:
                 visible = sorted(p for p in positions if p < token - 1)  # an image after the query is unseen
                 if visible:
-                    items.append((token - 1, visible))
+                    queries.append((token - 1, visible))
+            items += [(query, visible, 1.0 / len(queries)) for query, visible in queries]
         return items
 
     def _segments(self, turns: list[dict[str, str]], system: str | None, kind: str) -> list[tuple[str, bool]]:

@@ -160,6 +160,7 @@ class Trainer:
                                  self.total_steps)
         self.snapshot = None
         self.focus = None
+        self._focus_step: tuple[float, float] | None = None  # the last step's focus metrics
         if recipe.focus.enabled:
             from .focus import FocusSupervision
 
@@ -190,8 +191,9 @@ class Trainer:
         mine = deal_rows(rows, world)
         micro_steps = max(len(r) for r in mine)
         local = torch.zeros((), dtype=torch.float64)
-        # Focus loss: mean over the global batch's supervised queries, times the rank factor like the LM loss.
-        focus_queries = sum(len(row.focus) for row in rows)
+        # Focus loss: mean over the global batch's supervised replies, times the rank factor like the LM loss.
+        focus_replies = sum(share for row in rows for *_, share in row.focus)
+        focus_seen: list[tuple[float, float, float]] = []  # (loss, target probability, replies) per row
         for micro in range(micro_steps):
             if micro < len(mine[self.info.rank]):
                 row = mine[self.info.rank][micro]
@@ -201,15 +203,19 @@ class Trainer:
                 weight, focus_items = torch.zeros_like(weight_of[id(row)]), []
             # FSDP averages gradients over ranks; the weights already normalise over the global batch.
             if self.focus is not None:
-                self.focus.arm(focus_items, self.recipe.focus.weight * world / max(1, focus_queries))
+                self.focus.arm(focus_items, self.recipe.focus.weight * world / max(1.0, focus_replies))
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 loss = packed_loss(self.model, row, weight) * world
             loss.backward()
             if self.focus is not None:
                 self.focus.disarm()
+                if self.focus.last_loss is not None:
+                    focus_seen.append((self.focus.last_loss, self.focus.last_target_probability,
+                                       sum(share for *_, share in focus_items)))
             local += loss.detach().double().cpu() / world
         if world > 1:
             dist.all_reduce(local)
+        self._focus_step = _reply_weighted_means(focus_seen)
         return float(local), sum(row.num_real_tokens for row in rows)
 
     def run(self) -> TrainResult:
@@ -289,10 +295,12 @@ class Trainer:
         return TrainResult(self.run_dir, final_dir if info.is_main else None, final_step, losses, summary)
 
     def _focus_metrics(self) -> dict[str, float]:
-        """The last row's focus loss and mean attention on the targets (only with focus supervision on)."""
-        if self.focus is None or self.focus.last_loss is None:
+        """The step's focus loss and mean attention on the targets over this rank's rows, weighted by their
+        replies (only with focus supervision on, and only when a row had focus items)."""
+        if self._focus_step is None:
             return {}
-        return {"focus_loss": self.focus.last_loss, "focus_probability": self.focus.last_target_probability}
+        loss, probability = self._focus_step
+        return {"focus_loss": loss, "focus_probability": probability}
 
     def _adalrs_observe(self, step: int, loss: float) -> Any:
         """Feed AdaLRS the step's (global) loss; take or restore the rollback point it asks for."""
@@ -310,3 +318,14 @@ class Trainer:
         if decision.snapshot:
             self.snapshot = take_snapshot(self.model, self.optimizer, None)
         return decision
+
+
+def _reply_weighted_means(rows: list[tuple[float, float, float]]) -> tuple[float, float] | None:
+    """Mean focus loss and target probability over rows given as (loss, probability, replies), each row
+    weighted by its number of supervised replies; None when no row had any."""
+    replies = sum(count for _, _, count in rows)
+    if replies == 0:
+        return None
+    return (sum(loss * count for loss, _, count in rows) / replies,
+            sum(probability * count for _, probability, count in rows) / replies)
+
