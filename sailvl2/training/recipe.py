@@ -12,6 +12,7 @@
     adalrs: {enabled: true}                      # PAPER.md 7
     lora: {targets: llm, r: 16, alpha: 32}       # optional: LoRA adapters instead of full training
     focus: {weight: 1.0, layers: [1], heads: [0]} # optional: focus supervision (training/focus.py)
+    moe: {aux_loss_coef: 0.001}                  # MoE LLMs: global-batch load balancing (training/moe_balance.py)
 
 Every section has a dataclass with defaults; unknown keys are errors, so a typo never passes silently.
 """
@@ -28,6 +29,7 @@ import yaml
 
 from ..errors import ConfigError
 from .focus import FocusConfig
+from .moe_balance import MoEConfig
 from .packing import PackingConfig
 from .schedule import ScheduleConfig
 
@@ -80,6 +82,7 @@ class Recipe:
     adalrs: dict[str, Any] | None = None
     lora: dict[str, Any] | None = None  # LoRAConfig fields (training/lora.py); trains adapters only
     focus: FocusConfig = FocusConfig()  # attention supervision on records with focus boxes; off by default
+    moe: MoEConfig = MoEConfig()  # load-balancing loss, used only when the LLM is a mixture of experts
     global_batch_rows: int = 1
     max_steps: int | None = None
     max_tokens: float | None = None
@@ -116,7 +119,7 @@ def _lora_parts(lora: dict[str, Any]) -> tuple[str, ...]:
 
 
 _SECTIONS = {"init": InitConfig, "optim": OptimConfig, "schedule": ScheduleConfig, "packing": PackingConfig,
-             "data": DataConfig, "focus": FocusConfig}
+             "data": DataConfig, "focus": FocusConfig, "moe": MoEConfig}
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:

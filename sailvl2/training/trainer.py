@@ -165,6 +165,8 @@ class Trainer:
             from .focus import FocusSupervision
 
             self.focus = FocusSupervision(self.model, recipe.focus)
+        self.balance = self._load_balance()
+        self._balance_step: dict[str, float] = {}
         # One CUDA process with fp32 weights: bf16 autocast (FSDP2 runs use its mixed-precision policy).
         self.autocast = self.device.type == "cuda" and self.info.world_size == 1 and recipe.dtype == "float32"
 
@@ -194,6 +196,7 @@ class Trainer:
         # Focus loss: mean over the global batch's supervised replies, times the rank factor like the LM loss.
         focus_replies = sum(share for row in rows for *_, share in row.focus)
         focus_seen: list[tuple[float, float, float]] = []  # (loss, target probability, replies) per row
+        balance_seen: list[tuple[float, float]] = []  # (load-balancing loss, max load) per real row
         for micro in range(micro_steps):
             if micro < len(mine[self.info.rank]):
                 row = mine[self.info.rank][micro]
@@ -204,6 +207,8 @@ class Trainer:
             # FSDP averages gradients over ranks; the weights already normalise over the global batch.
             if self.focus is not None:
                 self.focus.arm(focus_items, self.recipe.focus.weight * world / max(1.0, focus_replies))
+            if self.balance is not None:  # dummy rows run the hooks too: the global counts are a collective
+                self.balance.arm(row.num_real_tokens, 1.0 / micro_steps if weight.any() else 0.0)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 loss = packed_loss(self.model, row, weight) * world
             loss.backward()
@@ -212,10 +217,17 @@ class Trainer:
                 if self.focus.last_loss is not None:
                     focus_seen.append((self.focus.last_loss, self.focus.last_target_probability,
                                        sum(share for *_, share in focus_items)))
+            if self.balance is not None:
+                self.balance.disarm()
+                if weight.any() and self.balance.last_loss is not None:
+                    balance_seen.append((self.balance.last_loss, self.balance.last_max_load))
             local += loss.detach().double().cpu() / world
         if world > 1:
             dist.all_reduce(local)
         self._focus_step = _reply_weighted_means(focus_seen)
+        self._balance_step = {} if not balance_seen else {
+            "moe_aux_loss": sum(loss for loss, _ in balance_seen) / len(balance_seen),
+            "moe_max_load": max(load for _, load in balance_seen)}
         return float(local), sum(row.num_real_tokens for row in rows)
 
     def run(self) -> TrainResult:
@@ -258,7 +270,7 @@ class Trainer:
                          "lr": self.optimizer.param_groups[0]["lr"], "lr_scale": scale,
                          "tokens_per_s": tokens / elapsed, "tiles": sum(row.num_tiles for row in rows),
                          "packing_efficiency": sum(r.num_real_tokens for r in rows) / (len(rows) * recipe.packing.max_seq_len),
-                         **self._focus_metrics(),
+                         **self._focus_metrics(), **self._balance_step,
                          **({"adalrs": decision.as_dict()} if decision is not None else {})})
             done = recipe.max_tokens is not None and counters["tokens"] >= recipe.max_tokens
             if recipe.save_every and (step + 1) % recipe.save_every == 0 and step + 1 < self.step_limit and not done:
@@ -293,6 +305,22 @@ class Trainer:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             print(format_summary(summary))
         return TrainResult(self.run_dir, final_dir if info.is_main else None, final_step, losses, summary)
+
+    def _load_balance(self) -> Any:
+        """The MoE load-balancing hooks (training/moe_balance.py), or None for a dense LLM or coefficient 0."""
+        from ..modeling.language import is_moe
+
+        llm_config = self.model.language_model.config
+        if not is_moe(llm_config):
+            return None
+        coefficient = self.recipe.moe.aux_loss_coef
+        if coefficient is None:
+            coefficient = float(getattr(llm_config, "router_aux_loss_coef", 0.0) or 0.0)
+        if coefficient == 0:
+            return None
+        from .moe_balance import LoadBalance
+
+        return LoadBalance(self.model, self.recipe.moe, coefficient)
 
     def _focus_metrics(self) -> dict[str, float]:
         """The step's focus loss and mean attention on the targets over this rank's rows, weighted by their
