@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     soup.add_argument("--dtype", default=None, help="output dtype (default: as stored)")
     soup.add_argument("--max-shard-size", default="5GB")
 
+    convert = commands.add_parser("convert-init", help="build a SAIL-VL2 init from an AIMv2 ViT and a Qwen3 LLM")
+    convert.add_argument("--vit", required=True, help="local AIMv2 folder (e.g. aimv2-huge-patch14-448)")
+    convert.add_argument("--llm", required=True, help="local Qwen3 (or other causal LM) folder")
+    convert.add_argument("--out", required=True, help="output folder (release layout)")
+    convert.add_argument("--max-num", type=int, default=12, help="max tiles per image in the processor config")
+    convert.add_argument("--max-shard-size", default="5GB")
+    convert.set_defaults(handler=_convert)
+
     from .evaluation.cli import register as register_evaluation
 
     register_evaluation(commands)
@@ -165,6 +173,15 @@ def _soup(args: argparse.Namespace) -> int:
 
     out = soup(args.checkpoints, args.out, weights=args.weights, dtype=args.dtype, max_shard_size=args.max_shard_size)
     print(f"wrote the soup of {len(args.checkpoints)} checkpoints to {out}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import convert_init
+
+    out = convert_init(args.vit, args.llm, args.out, max_num=args.max_num, max_shard_size=args.max_shard_size)
+    print(f"wrote a SAIL-VL2 init (random adapter) to {out}; train it with e.g. "
+          f"`sailvl2 train sailvit_stage1 init.checkpoint={out}`")
     return 0
 
 
