@@ -269,3 +269,39 @@ def test_llm_freeze_layers_trains_only_embeddings_norm_and_head(tmp_path):
     assert layers and not changed & layers  # every decoder layer is bit-identical
     assert {"language_model.model.embed_tokens.weight", "language_model.lm_head.weight"} <= changed
     assert any(key.startswith("vision_model.") for key in changed) and any(key.startswith("mlp1.") for key in changed)
+
+
+def test_torchrun_resume_inside_an_adalrs_trial_restores_its_sharded_rollback_point(tmp_path):
+    """An AdaLRS trial open at a sharded checkpoint: every rank saves its shards of the rollback point, and a
+    run resumed there can still roll back, ending bit-identical to the uninterrupted run."""
+    import shutil
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    # alpha 60: every trial multiplies the LR by 60; the second one (from step 9) diverges and is rolled back.
+    settings = ["max_steps=13", "save_every=3", "keep_last=5",
+                "adalrs={window: 3, trigger: always, search_start: 0.0, search_end: 1.0, decay: 0.9, alpha: 60.0}"]
+
+    def launch(run: Path) -> None:
+        result = subprocess.run([str(torchrun), "--nproc_per_node", "2", str(script), f"output_dir={run}", *settings],
+                                env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    launch(straight)
+    decisions = [json.loads(line).get("adalrs") for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert any(d and d["rollback"] and d["step"] >= 9 for d in decisions), decisions
+    launch(resumed)
+    snapshot = resumed / "checkpoints" / "step-00000009" / "adalrs_snapshot"
+    assert sorted(p.name for p in snapshot.glob("model.rank*")) == [
+        "model.rank00000-of-00002.safetensors", "model.rank00001-of-00002.safetensors"]
+    shutil.rmtree(resumed / "checkpoints" / "step-00000012")
+    shutil.rmtree(resumed / "final")
+    _mark_latest_checkpoint(resumed)
+    launch(resumed)  # resumes at step 9, inside the trial, and rolls back at step 12 from the loaded shards
+    assert _resumed(resumed)
+    first, second = _weights(straight), _weights(resumed)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert _losses(resumed) == _losses(straight)

@@ -35,7 +35,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from ..errors import CheckpointError
 from ..modeling.weights import iter_tensors, save_state_dict, weight_files
-from .sharded import is_sharded, load_shards, save_shards
+from .sharded import is_sharded, load_shards, load_snapshot_shards, save_shards, save_snapshot_shards
 
 _STATE_FILE = "state.json"
 
@@ -102,8 +102,16 @@ def save_snapshot(directory: Path, snapshot: Any) -> None:
                                                        "extra": snapshot.extra}))
 
 
-def load_snapshot(directory: Path) -> Any:
+def load_snapshot(directory: Path, model: Any = None, optimizer: torch.optim.Optimizer | None = None,
+                  rank: int = 0, world_size: int = 1) -> Any:
+    """The AdaLRS rollback point saved with a checkpoint; sharded ones (FSDP2) need the live model and
+    optimizer to lay their shards out."""
     from .adalrs import Snapshot
+
+    if any(directory.glob("model.rank*-of-*.safetensors")):
+        if model is None or optimizer is None:
+            raise CheckpointError(f"{directory} is a sharded AdaLRS snapshot: load it with the model and optimizer")
+        return load_snapshot_shards(directory, model, optimizer, rank, world_size)
 
     meta = json.loads((directory / "groups.json").read_text())
     state: dict[int, dict[str, torch.Tensor]] = {}
@@ -131,6 +139,8 @@ def save_checkpoint(
     if sharded:
         dist.barrier()
         groups = save_shards(staging, model, optimizer, rank, world_size)
+        if snapshot is not None:  # every rank holds its own shards of the rollback point
+            save_snapshot_shards(staging / "adalrs_snapshot", snapshot, rank, world_size)
     else:
         model_state, optim_state = _full_state(model, optimizer)
         (staging / "model").mkdir()
@@ -148,7 +158,7 @@ def save_checkpoint(
     if sharded:
         dist.barrier()
     if rank == 0:
-        if snapshot is not None:
+        if snapshot is not None and not sharded:
             save_snapshot(staging / "adalrs_snapshot", snapshot)
         record = {**state, "step": step, "optimizer_param_groups": groups, "world_size": world_size}
         (staging / _STATE_FILE).write_text(json.dumps(record, indent=1, sort_keys=True))

@@ -176,11 +176,8 @@ class Trainer:
                 "adalrs": self.adalrs.state_dict() if self.adalrs else None}
 
     def _save(self, step: int, counters: dict[str, Any]) -> Path:
-        # An AdaLRS trial in progress needs its rollback point to survive a restart.
+        # An AdaLRS trial in progress needs its rollback point to survive a restart (sharded under FSDP2).
         snapshot = self.snapshot if self.adalrs is not None and self.adalrs.in_trial else None
-        if snapshot is not None and self.info.world_size > 1:
-            logger.warning("AdaLRS trial in progress: its rollback point is not saved in sharded checkpoints")
-            snapshot = None
         return save_checkpoint(self.run_dir / "checkpoints", step, self.model, self.optimizer,
                                self._state(step, counters), self.recipe.keep_last, self.info.rank,
                                self.info.world_size, snapshot)
@@ -241,7 +238,8 @@ class Trainer:
             if self.adalrs and record.get("adalrs"):
                 self.adalrs.load_state_dict(record["adalrs"])
                 if (checkpoint / "adalrs_snapshot").is_dir():
-                    self.snapshot = load_snapshot(checkpoint / "adalrs_snapshot")
+                    self.snapshot = load_snapshot(checkpoint / "adalrs_snapshot", self.model, self.optimizer,
+                                                  self.info.rank, self.info.world_size)
             if info.is_main:
                 logger.info("resumed from %s at step %d", checkpoint, start_step)
         metrics = MetricsLogger(self.run_dir, self.total_steps, start_step, enabled=info.is_main)
