@@ -190,3 +190,53 @@ def test_per_sample_attention_equals_dense_block_mask(golden_model, encoder, mon
     for name in dense_grads:
         assert (per_sample_grads[name] - dense_grads[name]).abs().max().item() <= 1e-5, name
     golden_model.zero_grad()
+
+
+def test_lazy_pixels_plan_from_headers_and_decode_only_when_asked(sailvl_processor, monkeypatch):
+    """Under torchrun the encoder plans tiles from image headers (lazy_pixels.py): the same tokens, tiles and
+    packed rows as eager encoding, and no image is decoded until a rank asks for its own row's pixels."""
+    import sailvl2.training.lazy_pixels as lazy_module
+    from sailvl2.training.lazy_pixels import LazyPixels
+
+    eager = _mixed_samples(ConversationEncoder(sailvl_processor, max_num=2))
+    calls = []
+    real = lazy_module.preprocess_images
+    monkeypatch.setattr(lazy_module, "preprocess_images", lambda *a, **k: calls.append(1) or real(*a, **k))
+    lazy = _mixed_samples(ConversationEncoder(sailvl_processor, max_num=2, lazy_pixels=True))
+    eager_row, lazy_row = pack_row(eager, PAD), pack_row(lazy, PAD)
+    assert isinstance(lazy_row.pixel_values, LazyPixels) and lazy_row.num_tiles == eager_row.num_tiles > 0
+    for one, two in zip(eager, lazy):
+        assert torch.equal(one.input_ids, two.input_ids) and one.image_num_tiles == two.image_num_tiles
+    assert calls == []  # planned and packed, nothing decoded
+    assert torch.equal(lazy_row.pixels(), eager_row.pixels())
+    assert len(calls) == 2  # the two samples with images, once each
+    lazy_row.pixels()
+    assert len(calls) == 2  # cached
+
+
+def test_a_late_image_error_blanks_the_row_and_zeroes_its_weight(sailvl_processor, tmp_path):
+    """A file whose header reads but whose data is cut off fails only when decoded; the trainer then runs the
+    row with black tiles and zero weight so the other ranks stay in step."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from sailvl2.errors import ImageLoadError
+    from sailvl2.training.trainer import Trainer
+
+    path = tmp_path / "cut.jpg"
+    noise = torch.randint(0, 256, (480, 640, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    Image.fromarray(noise.numpy()).save(path, quality=95)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # the header survives, half the scan data does not
+    sample = ConversationEncoder(sailvl_processor, max_num=2, lazy_pixels=True).encode(
+        [{"from": "human", "value": "<image>\nColour?"}, {"from": "gpt", "value": "red"}], images=[str(path)])
+    row = pack_row([sample], PAD)
+    with pytest.raises(ImageLoadError):
+        pack_row([sample], PAD).pixels()
+    trainer = SimpleNamespace(info=SimpleNamespace(rank=0), late_image_errors=0)
+    weight = token_weights([row], "token")[0]
+    assert weight.sum() > 0
+    blanked = Trainer._decode_or_blank(trainer, row, weight)
+    assert float(blanked.abs().sum()) == 0.0 and trainer.late_image_errors == 1
+    assert row.pixels().shape[0] == row.num_tiles == sample.num_tiles and float(row.pixels().abs().sum()) == 0.0

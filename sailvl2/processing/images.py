@@ -170,6 +170,12 @@ def image_size_of(obj: Any) -> tuple[int, int]:
                 return img.size
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise ImageLoadError(f"cannot read image file {name!r}: {exc}") from exc
+    if isinstance(obj, (bytes, bytearray, memoryview)):  # encoded bytes (Parquet, WebDataset): header only
+        try:
+            with Image.open(io.BytesIO(bytes(obj))) as img:
+                return img.size
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise ImageLoadError(f"cannot read the given {len(obj)} bytes as an image: {exc}") from exc
     return load_image(obj).size
 
 

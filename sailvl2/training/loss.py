@@ -11,7 +11,8 @@ def packed_loss(model, batch: PackedBatch, weights: torch.Tensor) -> torch.Tenso
     """Weighted token loss of a packed row. attention_mask=None with restarting position ids: transformers
     then builds the block-diagonal causal mask (or varlen flash attention), so samples never mix."""
     device = model.get_input_embeddings().weight.device
-    pixel_values = batch.pixel_values.to(device) if batch.pixel_values is not None else None
+    pixels = batch.pixels()
+    pixel_values = pixels.to(device) if pixels is not None else None
     return model(
         input_ids=batch.input_ids.to(device), pixel_values=pixel_values, position_ids=batch.position_ids.to(device),
         labels=batch.labels.to(device), loss_weights=weights.to(device), attention_mask=None,

@@ -20,11 +20,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from ..errors import InputError
 from .tokenize import IGNORE_INDEX, EncodedSample
+from .lazy_pixels import LazyPixels, concat_pixels, materialize
 
 _REDUCTION_POWER = {"token": 0.0, "sample": 1.0, "sqrt": 0.5}
 
@@ -53,7 +55,7 @@ class PackedBatch:
     input_ids: torch.Tensor  # [1, L]
     labels: torch.Tensor  # [1, L]
     position_ids: torch.Tensor  # [1, L]
-    pixel_values: torch.Tensor | None
+    pixel_values: Any  # [tiles, 3, S, S] tensor, LazyPixels (lazy_pixels.py) or None; read it via pixels()
     sample_lengths: list[int]
     sample_loss_tokens: list[int]
     sample_ids: list[str] = field(default_factory=list)
@@ -70,7 +72,14 @@ class PackedBatch:
 
     @property
     def num_tiles(self) -> int:
-        return 0 if self.pixel_values is None else int(self.pixel_values.shape[0])
+        if self.pixel_values is None:
+            return 0
+        return self.pixel_values.num_tiles if isinstance(self.pixel_values, LazyPixels) else int(self.pixel_values.shape[0])
+
+    def pixels(self) -> torch.Tensor | None:
+        """The row's tiles as a tensor, decoding lazily planned images now (once)."""
+        self.pixel_values = materialize(self.pixel_values)
+        return self.pixel_values
 
 
 def fit_to_length(sample: EncodedSample, config: PackingConfig, image_token_id: int) -> EncodedSample | None:
@@ -108,12 +117,12 @@ def pack_row(samples: list[EncodedSample], pad_token_id: int, pad_to: int | None
         ids.append(torch.full((pad,), pad_token_id, dtype=torch.long))
         labels.append(torch.full((pad,), IGNORE_INDEX, dtype=torch.long))
         positions.append(torch.arange(pad))  # padding is its own block: it attends only to itself
-    pixels = [s.pixel_values for s in samples if s.pixel_values is not None]
+    pixels = concat_pixels([s.pixel_values for s in samples])
     return PackedBatch(
         input_ids=torch.cat(ids).unsqueeze(0),
         labels=torch.cat(labels).unsqueeze(0),
         position_ids=torch.cat(positions).unsqueeze(0),
-        pixel_values=torch.cat(pixels) if pixels else None,
+        pixel_values=pixels,
         sample_lengths=[s.length for s in samples],
         sample_loss_tokens=[max(0, s.num_loss_tokens - int(s.labels[0] != IGNORE_INDEX)) for s in samples],
         sample_ids=[s.sample_id for s in samples],

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import ImagePlaceholderError, InputError
 from ..processing import SAILVLProcessor, build_prompt, preprocess_images
-from ..processing.images import image_size_of
+from ..processing.images import image_size_of, num_tiles_for_size
 from ..processing.prompt import IMAGE_PLACEHOLDER
 
 IGNORE_INDEX = -100
@@ -35,7 +35,7 @@ class EncodedSample:
 
     input_ids: torch.Tensor  # [length] long
     labels: torch.Tensor  # [length] long, IGNORE_INDEX where no loss
-    pixel_values: torch.Tensor | None  # [num_tiles, 3, S, S] or None
+    pixel_values: Any  # [num_tiles, 3, S, S] tensor, LazyPixels (decoded on first use) or None
     image_num_tiles: list[int] = field(default_factory=list)
     sample_id: str = ""
     source: Any = None  # the record it came from (JSON-serialisable), kept so checkpoints can re-encode it
@@ -72,10 +72,12 @@ class ConversationEncoder:
     """Tokenises conversations with the processor's prompt format and tile maths."""
 
     def __init__(self, processor: SAILVLProcessor, max_num: int | None = None, total_max_num: int = 64,
-                 focus_span: str = "first") -> None:
+                 focus_span: str = "first", lazy_pixels: bool = False) -> None:
         if focus_span not in ("first", "reply"):
             raise InputError(f"focus_span must be 'first' or 'reply', got {focus_span!r}")
         self.processor = processor
+        # Plan tiles from image headers and decode on first use (lazy_pixels.py): ranks decode their own rows only.
+        self.lazy_pixels = lazy_pixels
         self.max_num = max_num
         self.total_max_num = total_max_num
         self.focus_span = focus_span  # supervise the reply's first token, or every token of its text
@@ -105,7 +107,14 @@ class ConversationEncoder:
         budget = self.max_num if max_num is None else max_num
         if images:
             budget = min(budget or self.processor.image_config.max_num, max(1, self.total_max_num // len(images)))
-            pixel_values, tiles = preprocess_images(images, self.processor.image_config, max_num=budget)
+            if self.lazy_pixels:
+                from .lazy_pixels import LazyPixels
+
+                config = self.processor.image_config
+                tiles = [num_tiles_for_size(*image_size_of(image), config, budget) for image in images]
+                pixel_values = LazyPixels(images, config, budget, sum(tiles))
+            else:
+                pixel_values, tiles = preprocess_images(images, self.processor.image_config, max_num=budget)
         else:
             pixel_values, tiles = None, []
 

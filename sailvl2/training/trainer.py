@@ -45,10 +45,13 @@ _EXPECTED_EFFICIENCY = 0.97
 class DataPipeline:
     """Records -> encoded samples -> packed rows, with an exact, checkpointable position."""
 
-    def __init__(self, recipe: Recipe, processor: Any, run_dir: Path, image_token_id: int, pad_id: int) -> None:
+    def __init__(self, recipe: Recipe, processor: Any, run_dir: Path, image_token_id: int, pad_id: int,
+                 lazy_pixels: bool = False) -> None:
         self.recipe = recipe
         self.source = _build_source(recipe, run_dir)
-        self.encoder = ConversationEncoder(processor, max_num=recipe.data.max_num, focus_span=recipe.focus.span)
+        # lazy_pixels (several ranks): tiles planned from image headers, decoded by the rank that trains the row.
+        self.encoder = ConversationEncoder(processor, max_num=recipe.data.max_num, focus_span=recipe.focus.span,
+                                           lazy_pixels=lazy_pixels)
         self.packer = StreamPacker(recipe.packing, image_token_id, pad_id, num_ranks=recipe.global_batch_rows)
         self.skipped: Counter = Counter()
         self.seen = 0
@@ -146,7 +149,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(param_groups(self.model, recipe), betas=recipe.optim.betas,
                                            eps=recipe.optim.eps, foreach=False)
         self.data = DataPipeline(recipe, self.processor, self.run_dir, self.model.config.image_token_id,
-                                 self.processor.pad_token_id)
+                                 self.processor.pad_token_id, lazy_pixels=self.info.world_size > 1)
+        self.late_image_errors = 0  # rows whose lazily decoded images failed (trained with zero weight)
         # With a token budget the schedule length is estimated at the packing efficiency we aim for (97%);
         # the run itself stops when the real (non-pad) tokens reach the budget.
         self.total_steps = recipe.max_steps or math.ceil(
@@ -202,6 +206,7 @@ class Trainer:
                 row = rows[0]
                 weight, focus_items = torch.zeros_like(weight_of[id(row)]), []
             # FSDP averages gradients over ranks; the weights already normalise over the global batch.
+            weight = self._decode_or_blank(row, weight)
             if self.focus is not None:
                 self.focus.arm(focus_items, self.recipe.focus.weight * world / max(1.0, focus_replies))
             if self.balance is not None:  # dummy rows run the hooks too: the global counts are a collective
@@ -292,7 +297,7 @@ class Trainer:
         summary = {
             "recipe": recipe.name, "steps": final_step, "tokens_seen": counters["tokens"],
             "samples_seen": counters["samples"], "skipped_samples": dict(self.data.skipped),
-            "truncated_samples": self.data.packer.stats.truncated,
+            "truncated_samples": self.data.packer.stats.truncated, "late_image_error_rows": self.late_image_errors,
             "skipped_by_packing": dict(self.data.packer.stats.skipped),
             "skipped_by_reader": getattr(self.data.source, "stats", {}).get("datasets", {}),
             "packing_efficiency": self.data.packer.stats.efficiency, "train_seconds": counters["train_seconds"],
@@ -303,6 +308,23 @@ class Trainer:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             print(format_summary(summary))
         return TrainResult(self.run_dir, final_dir if info.is_main else None, final_step, losses, summary)
+
+    def _decode_or_blank(self, row: PackedBatch, weight: torch.Tensor) -> torch.Tensor:
+        """Decode the row's lazily planned images now. If one fails (a header that reads over broken data),
+        the row still runs, so every rank stays in step, but with black tiles and zero loss weight."""
+        from .lazy_pixels import LazyPixels
+
+        if not isinstance(row.pixel_values, LazyPixels):
+            return weight
+        try:
+            row.pixels()
+            return weight
+        except SailVL2Error as err:
+            self.late_image_errors += 1
+            logger.warning("rank %d: row with samples %s trained with zero weight: %s", self.info.rank,
+                           row.sample_ids, err)
+            row.pixel_values = row.pixel_values.zeros()
+            return torch.zeros_like(weight)
 
     def _load_balance(self) -> Any:
         """The MoE load-balancing hooks (training/moe_balance.py), or None for a dense LLM or coefficient 0."""
