@@ -391,3 +391,65 @@ def test_train_judge_smoke(tmp_path):
     pipeline = report["pipeline"]["counts"]
     assert pipeline["good_kept"] + pipeline["bad_kept"] == kept
     assert (tmp_path / "run" / "report.md").read_text().startswith("# Caption judges (preset smoke")
+
+
+# ------------------------------------------------------------------------------------ verifying judge
+
+
+def _expected_checks(scene: dict, caption: str) -> list[str]:
+    """The checks recomputed from the caption *text* against the true scene (not from the claimed scene)."""
+    match = re.fullmatch(r"(\d+) shapes?: (.*)\.", caption)
+    assert match, caption
+    phrases = re.split(r", | and ", match.group(2))
+    left = Counter((s["size"], s["colour"], s["kind"]) for s in scene["shapes"])
+    lines = [f"{match.group(1)} {'shape' if match.group(1) == '1' else 'shapes'}: "
+             f"{'yes' if int(match.group(1)) == len(scene['shapes']) else 'no'}"]
+    for phrase in phrases:
+        size, colour, kind = phrase.removeprefix("a ").split(" ")
+        lines.append(f"{phrase}: {'yes' if left[(size, colour, kind)] > 0 else 'no'}")
+        left[(size, colour, kind)] -= 1
+    return lines
+
+
+def test_verification_lines_follow_the_caption_text(suite):
+    records = [json.loads(line) for line in (suite / "train.jsonl").read_text().splitlines()]
+    rng, seen = random.Random(1), Counter()
+    for record in records:
+        if record["task"] not in ("captions/brief", "focus/captions/brief") or record["scene"]["type"] != "shapes":
+            continue
+        for pair in caption_pairs(record, "img.png", rng):
+            assert list(pair.checks) == _expected_checks(record["scene"], pair.caption), pair.caption
+            # A caption is right iff every check says yes.
+            assert all(line.endswith(": yes") for line in pair.checks) == (pair.label == "Yes")
+            seen[pair.label] += 1
+    assert seen["Yes"] > 5 and seen["No"] > 5
+
+
+def test_build_judge_data_verify_writes_checked_cot_replies(suite, tmp_path):
+    manifest = build_judge_data(suite, tmp_path, per_class_train=20, per_class_heldout=4, seed=0, verify=True)
+    assert manifest["verify"] is True
+    rows = [json.loads(x) for x in (tmp_path / "train-ita_yesno.jsonl").read_text().splitlines()]
+    assert rows and all(r["judge"]["task"].endswith("captions/brief") and r["kind"] == "cot" for r in rows)
+    for row in rows:
+        reply = row["conversations"][-1]["value"]
+        thinking, answer = reply.split("</think>")
+        assert thinking == "<think>\n" + "\n".join(row["judge"]["checks"]) + "\n"
+        assert answer.strip() == row["judge"]["label"] and "focus" not in row
+    scores = [json.loads(x) for x in (tmp_path / "train-ita_score.jsonl").read_text().splitlines()]
+    assert all(r["conversations"][-1]["value"] == str(r["judge"]["score"]) for r in scores)  # plain score replies
+
+
+def test_local_judge_takes_its_reply_length_from_judge_json(tmp_path):
+    (tmp_path / "judge.json").write_text(json.dumps({"judge": "ita_yesno", "prompt_style": "compact",
+                                                     "max_new_tokens": 160}))
+    asked = []
+
+    class Fake:
+        def batch_chat(self, texts, images, max_new_tokens, **_):
+            asked.append(max_new_tokens)
+            return [type("R", (), {"answer": "Yes"})() for _ in texts]
+
+    judge = LocalJudge(str(tmp_path), max_new_tokens=4)
+    judge._vlm = Fake()
+    verdicts = judge.ask("ita_yesno", [JudgeRequest((str(tmp_path / "x.png"),), "a caption")])
+    assert asked == [160] and verdicts[0].value is True

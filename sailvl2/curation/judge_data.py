@@ -48,7 +48,7 @@ from .types import CurationError
 
 __all__ = [
     "CAPTION_TASKS", "CORRUPTIONS", "SCORE_RULE", "JudgePair", "balance", "build_judge_data", "caption_pairs",
-    "corrupt_scene", "evidence_boxes", "judge_record", "pairs_from_records",
+    "corrupt_scene", "evidence_boxes", "judge_record", "pairs_from_records", "verification_lines",
 ]
 
 CORRUPTIONS = ("colour", "kind", "count")
@@ -70,6 +70,7 @@ class JudgePair:
     task: str
     claimed: dict[str, Any] | None = None
     focus: tuple[tuple[int, int, int, int], ...] = ()  # evidence boxes, 0-1000 (training/focus.py)
+    checks: tuple[str, ...] = ()  # verification_lines, for brief captions of shape scenes
 
     @property
     def label(self) -> str:
@@ -120,6 +121,22 @@ def evidence_boxes(scene: ShapeScene, claimed: ShapeScene | None = None) -> tupl
     return tuple(box_coordinates(shape.bbox(), (scene.width, scene.height)) for shape in shapes)
 
 
+def verification_lines(scene: ShapeScene, claimed: ShapeScene | None = None) -> list[str]:
+    """The checks a verifying judge writes before its Yes/No (``verify`` data): the claimed shape count, then
+    each claimed shape of a brief caption in its reading order, each marked yes or no against the image's
+    ``scene`` (shapes matched as a multiset of size, colour and kind). The caption is wrong iff a line says no."""
+    claimed = scene if claimed is None else claimed
+    available = Counter((s.size, s.colour, s.kind) for s in scene.shapes)
+    shapes = sorted(claimed.shapes, key=lambda s: (s.row, s.col))  # brief_caption's order
+    count = len(shapes)
+    lines = [f"{count} {'shape' if count == 1 else 'shapes'}: {'yes' if count == len(scene.shapes) else 'no'}"]
+    for shape in shapes:
+        key = (shape.size, shape.colour, shape.kind)
+        lines.append(f"a {shape.size} {shape.colour} {shape.kind}: {'yes' if available[key] > 0 else 'no'}")
+        available[key] -= 1
+    return lines
+
+
 def _caption(task: str, scene: ShapeScene) -> str:
     return detailed_caption(scene) if task == "captions/detailed" else brief_caption(scene)
 
@@ -133,8 +150,9 @@ def caption_pairs(record: dict[str, Any], image: str, rng: random.Random,
     if _caption(task, scene) != truth:
         raise CurationError(f"record {record.get('id')}: its caption is not the scene's caption")
     def make(caption: str, score: int, variant: str, wrong: ShapeScene | None = None) -> JudgePair:
+        checks = tuple(verification_lines(scene, wrong)) if task == "captions/brief" else ()
         return JudgePair(image, caption, score, variant, record["id"].rsplit("-", 1)[0], record["task"],
-                         wrong.to_dict() if wrong is not None else None, evidence_boxes(scene, wrong))
+                         wrong.to_dict() if wrong is not None else None, evidence_boxes(scene, wrong), checks)
 
     pairs = [make(truth, 5, "true")]
     for corruption in corruptions:
@@ -184,20 +202,28 @@ def balance(pairs: Sequence[JudgePair], key: Callable[[JudgePair], Hashable], pe
 
 
 def judge_record(pair: JudgePair, judge: str, number: int, split: str, image_base: str | os.PathLike,
-                 style: str = "compact") -> dict[str, Any]:
+                 style: str = "compact", verify: bool = False) -> dict[str, Any]:
     """A training-engine record asking ``judge`` (``ita_score`` / ``ita_yesno``) about ``pair``; the image
-    path is relative to ``image_base`` (the folder of the JSONL file)."""
+    path is relative to ``image_base`` (the folder of the JSONL file). With ``verify`` the Yes/No judge's
+    reply first checks the caption fact by fact in a ``<think>`` block (a ``cot`` record, trained on it)."""
     if judge not in _TRAINED_JUDGES:
         raise CurationError(f"judge data exists for {_TRAINED_JUDGES}, not {judge!r}")
     answer = str(pair.score) if judge == "ita_score" else pair.label
+    verifying = verify and judge == "ita_yesno"
+    if verifying:
+        if not pair.checks:
+            raise CurationError(f"verify data needs brief shape captions; {pair.task} has no checks")
+        answer = "<think>\n" + "\n".join(pair.checks) + "\n</think>\n\n" + answer
     meta = {k: v for k, v in asdict(pair).items() if k not in ("image", "focus")} | {"label": pair.label,
                                                                                        "name": judge}
     record = {"id": f"{judge}-{split}-{number:06d}", "image": os.path.relpath(pair.image, image_base),
               "conversations": [{"from": "human", "value": judge_prompt(judge, pair.caption, style)},
                                 {"from": "gpt", "value": answer}],
               "judge": meta}
-    if pair.focus:
+    if pair.focus and not verifying:  # one evidence set per reply cannot guide a line-by-line check
         record["focus"] = [[[0, *box] for box in pair.focus]]
+    if verifying:
+        record["kind"] = "cot"
     return record
 
 
@@ -218,13 +244,14 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 def build_judge_data(suite_dir: str | os.PathLike, out_dir: str | os.PathLike, *, per_class_train: int,
                      per_class_heldout: int, seed: int = 0, families: Sequence[str] = ("captions", "focus"),
                      corruptions: Sequence[str] = CORRUPTIONS, style: str = "compact",
-                     heldout_splits: Sequence[str] = ("val", "test")) -> dict[str, Any]:
+                     heldout_splits: Sequence[str] = ("val", "test"), verify: bool = False) -> dict[str, Any]:
     """Write ``{train,heldout}-{ita_score,ita_yesno}.jsonl`` and ``mixture-{judge}.yaml`` into ``out_dir``;
     returns (and writes) ``manifest.json`` with the class counts of every file."""
     suite, out = Path(suite_dir), Path(out_dir)
     manifest: dict[str, Any] = {"suite": str(suite.resolve()), "seed": seed, "families": list(families),
                                 "corruptions": list(corruptions), "prompt_style": style,
-                                "heldout_splits": list(heldout_splits), "score_rule": SCORE_RULE, "files": {}}
+                                "heldout_splits": list(heldout_splits), "score_rule": SCORE_RULE,
+                                "verify": verify, "files": {}}
     if "train" in heldout_splits:
         raise CurationError("the held-out pairs must come from splits other than 'train'")
     plan = (("train", ["train"], per_class_train), ("heldout", list(heldout_splits), per_class_heldout))
@@ -233,6 +260,8 @@ def build_judge_data(suite_dir: str | os.PathLike, out_dir: str | os.PathLike, *
         records = [r for source in sources if (suite / f"{source}.jsonl").is_file()
                    for r in _read_jsonl(suite / f"{source}.jsonl")]
         pairs = pairs_from_records(records, suite, rng, families, corruptions)
+        if verify:  # the line-by-line checks exist for brief captions
+            pairs = [p for p in pairs if p.checks]
         if not pairs:
             raise CurationError(f"the {'/'.join(sources)} split(s) of {suite} hold no shape-scene caption records "
                                 f"of {list(families)}")
@@ -241,7 +270,8 @@ def build_judge_data(suite_dir: str | os.PathLike, out_dir: str | os.PathLike, *
         by_label = balance(by_score, lambda p: p.label, None, rng, with_replacement=False)
         for judge, chosen in (("ita_score", by_score), ("ita_yesno", by_label)):
             name = f"{split}-{judge}.jsonl"
-            _write_jsonl(out / name, (judge_record(p, judge, i, split, out, style) for i, p in enumerate(chosen)))
+            _write_jsonl(out / name, (judge_record(p, judge, i, split, out, style, verify)
+                                      for i, p in enumerate(chosen)))
             manifest["files"][name] = {
                 "records": len(chosen), "images": len({p.image for p in chosen}),
                 "classes": dict(sorted(Counter(str(p.score) if judge == "ita_score" else p.label

@@ -308,16 +308,20 @@ class LocalJudge(PromptJudge):
         self.batch_size, self.max_num = batch_size, max_num
         self._vlm: Any = None if isinstance(model, (str, Path)) else model
 
+    def _judge_config(self) -> dict[str, Any]:
+        if isinstance(self.model, (str, Path)) and (Path(self.model) / JUDGE_CONFIG).is_file():
+            return json.loads((Path(self.model) / JUDGE_CONFIG).read_text(encoding="utf-8"))
+        return {}
+
     def _style(self) -> str:
         if self.prompt_style is not None:
             return self.prompt_style
-        if isinstance(self.model, (str, Path)) and (Path(self.model) / JUDGE_CONFIG).is_file():
-            style = json.loads((Path(self.model) / JUDGE_CONFIG).read_text(encoding="utf-8")).get("prompt_style")
-            if style in PROMPT_STYLES:
-                return style
-        return "rubric"
+        style = self._judge_config().get("prompt_style")
+        return style if style in PROMPT_STYLES else "rubric"
 
     def _generate(self, texts: list[str], images: list[list[Any]], max_new_tokens: int) -> list[str]:
+        # A verifying judge writes its checks before the verdict; its judge.json says how long that may take.
+        max_new_tokens = max(max_new_tokens, int(self._judge_config().get("max_new_tokens", 0)))
         if self._vlm is None:
             from ..api import load
 

@@ -44,11 +44,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "scenes": {"sizes": {"train": 16000, "val": 2000, "test": 2000}, "families": {"captions": 1},
                "corruptions": ("colour", "kind", "count"), "per_class_train": 2000, "per_class_heldout": 200,
                "overrides": ["max_steps=300"]},
+    # The Yes/No judge checks a brief caption fact by fact in a <think> block before answering (judge_data
+    # `verification_lines`): the count, then every named shape (docs/curation_judges.md, session 7).
+    "verify": {"sizes": {"train": 16000, "val": 1000, "test": 1000}, "families": {"captions": 1},
+               "corruptions": ("colour", "kind", "count"), "per_class_train": 4000, "per_class_heldout": 200,
+               "verify": True, "judges": ("ita_yesno",), "overrides": ["max_steps=2400"]},
     "smoke": {"sizes": {"train": 240, "test": 160}, "families": {"captions": 1, "focus": 2},
               "per_class_train": 12, "per_class_heldout": 4,
               "overrides": ["max_steps=2", "packing.max_seq_len=1024", "schedule.warmup_steps=1"]},
 }
 STAGE_MIN = 3  # the filter rule's ITA threshold (PAPER.md 4.1): score >= 3 keeps
+VERIFY_REPLY_TOKENS = 160  # a verifying judge's checks: 7 lines of up to ~12 tokens for a 6-shape caption
 
 
 def binary_metrics(good: Sequence[bool], kept: Sequence[bool]) -> dict[str, Any]:
@@ -148,7 +154,7 @@ def _default_init(out: Path, preset: str, seed: int) -> Path:
 
 
 def train_judges(out_dir: str | Path, preset: str = "full", init: str | Path | None = None, seed: int = 0,
-                 judges: Sequence[str] = ("ita_yesno", "ita_score"), threads: int = 1,
+                 judges: Sequence[str] | None = None, threads: int = 1,
                  overrides: Sequence[str] = (), pipeline: bool = True,
                  corruptions: Sequence[str] | None = None) -> dict[str, Any]:
     """Run every step (module docstring) into ``out_dir``; returns the report (also written there)."""
@@ -160,6 +166,7 @@ def train_judges(out_dir: str | Path, preset: str = "full", init: str | Path | N
 
     if preset not in PRESETS:
         raise CurationError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+    judges = tuple(judges or PRESETS[preset].get("judges", ("ita_yesno", "ita_score")))
     unknown = sorted(set(judges) - set(RECIPES))
     if unknown or not judges:
         raise CurationError(f"judges must be some of {sorted(RECIPES)}, got {list(judges)}")
@@ -176,7 +183,8 @@ def train_judges(out_dir: str | Path, preset: str = "full", init: str | Path | N
     manifest = build_judge_data(suite, data, per_class_train=settings["per_class_train"],
                                 per_class_heldout=settings["per_class_heldout"], seed=seed,
                                 families=tuple(settings["families"]),
-                                corruptions=tuple(corruptions or settings.get("corruptions", CORRUPTIONS)))
+                                corruptions=tuple(corruptions or settings.get("corruptions", CORRUPTIONS)),
+                                verify=settings.get("verify", False))
     report: dict[str, Any] = {"preset": preset, "seed": seed, "init": str(init_dir), "threads": threads,
                               "families": manifest["families"], "corruptions": manifest["corruptions"],
                               "overrides": list(overrides), "data": manifest["files"], "judges": {}}
@@ -189,7 +197,8 @@ def train_judges(out_dir: str | Path, preset: str = "full", init: str | Path | N
         final = out / judge / "final"
         (final / JUDGE_CONFIG).write_text(json.dumps(
             {"judge": judge, "prompt_style": manifest["prompt_style"], "recipe": RECIPES[judge],
-             "init": str(init_dir)}, indent=2) + "\n", encoding="utf-8")
+             "init": str(init_dir), **({"max_new_tokens": VERIFY_REPLY_TOKENS} if manifest["verify"] else {})},
+            indent=2) + "\n", encoding="utf-8")
         finals[judge] = final
         metrics = evaluate_judge(final, _read_jsonl(data / f"heldout-{judge}.jsonl"), judge, data)
         report["judges"][judge] = {"steps": result.steps, "train_seconds": round(result.summary["train_seconds"], 1),
@@ -241,13 +250,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--init", default=None, help="checkpoint to fine-tune (default: the shipped nano model)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--judges", default="ita_yesno,ita_score", help="comma-separated: ita_yesno, ita_score")
+    parser.add_argument("--judges", default=None, help="comma-separated: ita_yesno, ita_score (default: the preset's, "
+                        "else both)")
     parser.add_argument("--corruptions", default=None, help=f"comma-separated, some of {','.join(CORRUPTIONS)} "
                         "(default: the preset's)")
     parser.add_argument("--no-pipeline", action="store_true", help="skip the curation-pipeline check")
     parser.add_argument("overrides", nargs="*", help="recipe key=value overrides for every judge")
     args = parser.parse_args(argv)
-    report = train_judges(args.out, args.preset, args.init, args.seed, tuple(args.judges.split(",")), args.threads,
+    report = train_judges(args.out, args.preset, args.init, args.seed, tuple(args.judges.split(",")) if args.judges else None, args.threads,
                           args.overrides, not args.no_pipeline,
                           tuple(args.corruptions.split(",")) if args.corruptions else None)
     print(markdown(report))
