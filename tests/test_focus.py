@@ -158,22 +158,28 @@ def test_loss_matches_eager_attention_weights_and_packed_equals_unpacked(nano, t
     samples = _samples(nano, tmp_path)
     focus = FocusSupervision(model, FocusConfig(weight=1.0, layers=(LAYER,), heads=(HEAD,)))
     try:
-        losses = []
-        for sample in samples:
-            row = pack_row([sample], processor.pad_token_id)
-            focus.arm(row.focus, 1.0)
-            _training_forward(model, row)
-            focus.disarm()
-            losses.append(focus.last_loss)
-            with torch.no_grad():
-                assert focus.last_loss == pytest.approx(float(_reference_loss(model, sample)), rel=1e-4)
-        packed = pack_row(list(samples), processor.pad_token_id)
-        focus.arm(packed.focus, 1.0)
-        _training_forward(model, packed)
-        focus.disarm()
-        assert focus.last_loss == pytest.approx(sum(losses) / 2, rel=1e-4)
+        losses, packed_loss_value = _alone_and_packed(model, processor, focus, samples)
+        assert packed_loss_value == pytest.approx(sum(losses) / 2, rel=1e-4)
     finally:
         focus.remove()
+
+
+def _alone_and_packed(model, processor, focus, samples) -> tuple[list[float], float]:
+    """Each sample's focus loss alone (checked against eager attention), then the loss of them packed."""
+    losses = []
+    for sample in samples:
+        row = pack_row([sample], processor.pad_token_id)
+        focus.arm(row.focus, 1.0)
+        _training_forward(model, row)
+        focus.disarm()
+        losses.append(focus.last_loss)
+        with torch.no_grad():
+            assert focus.last_loss == pytest.approx(float(_reference_loss(model, sample)), rel=1e-4)
+    packed = pack_row(list(samples), processor.pad_token_id)
+    focus.arm(packed.focus, 1.0)
+    _training_forward(model, packed)
+    focus.disarm()
+    return losses, focus.last_loss
 
 
 def test_gradient_through_the_attached_loss_equals_direct_backprop(nano, tmp_path) -> None:
@@ -271,21 +277,10 @@ def test_reply_span_loss_weighs_each_reply_once(nano, tmp_path) -> None:
     assert len(long.focus) > 3 and len(short.focus) == 1
     focus = FocusSupervision(model, FocusConfig(weight=1.0, layers=(LAYER,), heads=(HEAD,), span="reply"))
     try:
-        losses = []
-        for sample in (long, short):
-            focus.arm(pack_row([sample], processor.pad_token_id).focus, 1.0)
-            _training_forward(model, pack_row([sample], processor.pad_token_id))
-            focus.disarm()
-            with torch.no_grad():
-                assert focus.last_loss == pytest.approx(float(_reference_loss(model, sample)), rel=1e-4)
-            losses.append(focus.last_loss)
+        losses, packed_loss_value = _alone_and_packed(model, processor, focus, (long, short))
         assert abs(losses[0] - losses[1]) > 1e-3
-        packed = pack_row([long, short], processor.pad_token_id)
-        focus.arm(packed.focus, 1.0)
-        _training_forward(model, packed)
-        focus.disarm()
         # Two replies, equal weight: the plain mean of the two, not a mean over the long reply's many queries
         # (which would differ, since the two replies' losses do).
-        assert focus.last_loss == pytest.approx(sum(losses) / 2, rel=1e-4)
+        assert packed_loss_value == pytest.approx(sum(losses) / 2, rel=1e-4)
     finally:
         focus.remove()
