@@ -453,3 +453,19 @@ def test_local_judge_takes_its_reply_length_from_judge_json(tmp_path):
     judge._vlm = Fake()
     verdicts = judge.ask("ita_yesno", [JudgeRequest((str(tmp_path / "x.png"),), "a caption")])
     assert asked == [160] and verdicts[0].value is True
+
+
+def test_train_judge_verify_path_smoke(tmp_path, monkeypatch):
+    """The `verify` preset's path at smoke size: checked cot data, a judge.json with room for the checks, the
+    held-out evaluation and the pipeline check with the trained judge."""
+    from sailvl2.curation import train_judge as driver
+
+    monkeypatch.setitem(driver.PRESETS, "smoke_verify",
+                        {**driver.PRESETS["smoke"], "verify": True, "judges": ("ita_yesno",)})
+    report = driver.train_judges(tmp_path / "run", preset="smoke_verify")
+    assert set(report["judges"]) == {"ita_yesno"} and report["judges"]["ita_yesno"]["steps"] == 2
+    config = json.loads((tmp_path / "run" / "ita_yesno" / "final" / "judge.json").read_text())
+    assert config["max_new_tokens"] == driver.VERIFY_REPLY_TOKENS
+    rows = [json.loads(x) for x in (tmp_path / "run" / "data" / "train-ita_yesno.jsonl").read_text().splitlines()]
+    assert rows and all(r["kind"] == "cot" and r["conversations"][-1]["value"].startswith("<think>") for r in rows)
+    assert report["pipeline"]["stage"]["judges"] == ["ita_yesno"] and report["pipeline"]["n"] > 0
