@@ -24,8 +24,9 @@ SAIL-ViT stage I and basic pre-training start from AIMv2-Huge-448 and a Qwen3 In
   rather than resizing silently.
 - **Adapter.** `mlp1` is freshly initialised, as basic pre-training expects (PAPER.md 2.2).
 
-The weights are streamed shard by shard, so peak memory is about one source shard. Output files are written
-through a staging folder and moved in at the end (`modeling/weights.py`).
+The whole checkpoint is held in memory once, in its stored dtype (about 17 GB for AIMv2-Huge + Qwen3-8B in
+bf16), and then written as shards. Output files are written through a staging folder and moved in at the end
+(`modeling/weights.py`).
 """
 
 from __future__ import annotations
