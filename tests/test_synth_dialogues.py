@@ -54,3 +54,29 @@ def test_training_mixtures_use_the_dialogues_and_parse(tmp_path: Path) -> None:
     dataset = next(d for d in mixture.datasets if d.name == "shapes-dialogues")
     records = list(iter_records(dataset.path))
     assert records and all(len(r.conversations) >= 2 for r in records)
+
+
+def test_spatial_stream_and_its_repeat_in_the_mixtures(tmp_path: Path) -> None:
+    from sailvl2.synth.writer import SPATIAL_TASKS
+
+    out = tmp_path / "suite"
+    manifest = generate_suite(out, seed=5, sizes={"train": 400, "test": 40}, image_size=168, workers=1)
+    singles = _records(out / "train.jsonl")
+    spatial = _records(out / "families" / "train-spatial.jsonl")
+    # Exactly the single-turn training records of the spatial tasks, in order, images relative to families/.
+    expected = [r for r in singles if r["task"] in SPATIAL_TASKS and r["kind"] == "direct"]
+    assert expected and [r["id"] for r in spatial] == [r["id"] for r in expected]
+    assert [r["conversations"] for r in spatial] == [r["conversations"] for r in expected]
+    assert all(r["image"] == "../" + e["image"] for r, e in zip(spatial, expected))
+    assert manifest["splits"]["train"]["spatial_stream"] == len(spatial)
+    assert not (out / "families" / "test-spatial.jsonl").exists()  # held-out splits are asked one by one
+    boosted = MixtureConfig.from_yaml(out / "mixtures" / "multitask-spatial.yaml")
+    rates = dict(zip([d.name for d in boosted.datasets], boosted.rates()))
+    assert boosted.mode == "repeat" and rates["spatial"] == 3.0 and rates["shapes-dialogues"] == 1.0
+    assert rates["grounding"] == 1.0  # grounding's single-turn records besides its dialogues
+    plain = MixtureConfig.from_yaml(out / "mixtures" / "multitask.yaml")
+    assert set(rates) - {d.name for d in plain.datasets} == {"spatial", "grounding"}
+    assert "spatial" in manifest["mixtures"]["multitask-spatial"]
+    for name in ("multitask", "sft", "cot"):  # the ladder's own mixtures draw every stream once
+        mixture = MixtureConfig.from_yaml(out / "mixtures" / f"{name}.yaml")
+        assert "spatial" not in [d.name for d in mixture.datasets] and set(mixture.rates()) == {1.0}
