@@ -199,21 +199,21 @@ def dialogues(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged
 
 
+# The question-answer streams of multi-task training and SFT. No captions: training on caption texts, before
+# or mixed into multi-task training, broke the nano model's read-out of one shape's attributes (docs/nano.md,
+# session 6); the `captions` mixture stays available.
+_QA_STREAMS = ["shapes-dialogues", "ocr-dialogues", "charts-dialogues", "grounding-dialogues",
+               "multi_image-dialogues", "reasoning"]
 # Mixtures for the ladder: (mixture name, [stream or (stream, repeat)]); cot streams get kind: cot.
 _MIXTURES: dict[str, list[str | tuple[str, int]]] = {
     "captions": ["captions"],
-    # No captions: training on caption texts, before or mixed into multi-task training, broke the nano
-    # model's read-out of one shape's attributes (docs/nano.md, session 6); `captions` stays available.
-    "multitask": ["shapes-dialogues", "ocr-dialogues", "charts-dialogues", "grounding-dialogues",
-                  "multi_image-dialogues", "reasoning"],
+    "multitask": _QA_STREAMS,
     # The multitask mixture with the spatial questions drawn 3x more often (the `spatial` stream) and
     # grounding's single-turn records besides its dialogues. On shapes alone it lifts position from 6 % to
     # 74 %; in the full ladder (run 13) it trades other shape tasks for place, so the ladder does not use it
     # (docs/nano.md, session 8).
-    "multitask-spatial": ["shapes-dialogues", "ocr-dialogues", "charts-dialogues", "grounding-dialogues",
-                          "multi_image-dialogues", "reasoning", ("spatial", 3), "grounding"],
-    "sft": ["shapes-dialogues", "ocr-dialogues", "charts-dialogues", "grounding-dialogues",
-            "multi_image-dialogues", "reasoning"],
+    "multitask-spatial": [*_QA_STREAMS, ("spatial", 3), "grounding"],
+    "sft": _QA_STREAMS,
     # LongCoT SFT replays the direct perception dialogues: without them the run-8 LongCoT stage lost 4 points
     # of held-out perception that SFT had reached (docs/nano.md).
     "cot": ["reasoning-cot", "reasoning", "shapes-dialogues", "ocr-dialogues", "charts-dialogues",
