@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     nano.add_argument("--out", default="runs/nano", help="output folder (data, stage runs, report.md)")
     nano.add_argument("--preset", choices=("full", "smoke"), default="full")
     nano.add_argument("--seed", type=int, default=0)
+    nano.add_argument("--text-layout", choices=("free", "slots"), default="free",
+                      help="slots: one character per ViT patch in the suite's text (experiment; docs/nano.md)")
 
     soup = commands.add_parser("soup", help="average homogeneous checkpoints into one (model soup)")
     soup.add_argument("checkpoints", nargs="+", help="checkpoint directories with identical architectures")
@@ -208,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "nano":
             from .nano.ladder import run_ladder
 
-            run_ladder(args.out, preset=args.preset, seed=args.seed)
+            run_ladder(args.out, preset=args.preset, seed=args.seed, text_layout=args.text_layout)
             print((Path(args.out) / "report.md").read_text())
             return 0
         return _chat(args) if args.command == "chat" else _info(args)

@@ -26,3 +26,18 @@ def test_smoke_ladder_trains_every_stage_and_reports(tmp_path, capsys):
     assert final["overall"] > final["chance"] > 0.0, (final["overall"], final["chance"])
     assert "| task | n |" in capsys.readouterr().out
     assert (tmp_path / "nano" / "longcot" / "final" / "model.safetensors").is_file()
+
+
+def test_text_layout_is_checked_before_any_work(tmp_path, capsys):
+    import pytest
+
+    from sailvl2.errors import ConfigError
+    from sailvl2.nano.ladder import run_ladder
+
+    with pytest.raises(ConfigError, match="text_layout"):
+        run_ladder(tmp_path / "run", preset="smoke", text_layout="grid")
+    assert not (tmp_path / "run").exists()  # nothing generated or written
+    with pytest.raises(SystemExit) as exit_info:  # argparse: an unknown choice is a usage error
+        cli_main(["nano", "--out", str(tmp_path / "cli"), "--text-layout", "grid"])
+    assert exit_info.value.code == 2 and "--text-layout" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()

@@ -266,3 +266,46 @@ def test_checker_rejects_wrong_focus_boxes(suite: Path) -> None:
     # Records without subjects carry no boxes.
     assert not any(r.get("focus") for r in _records(suite / "val.jsonl")
                    if r["task"].split("/")[0] in ("captions", "charts", "reasoning"))
+
+
+def _ink_centroids(image: np.ndarray, background: tuple[int, int, int], slot: int) -> dict[tuple[int, int], tuple]:
+    ink = np.abs(image.astype(int) - np.array(background)).sum(-1) > 60
+    cells = {}
+    for row in range(image.shape[0] // slot):
+        for col in range(image.shape[1] // slot):
+            ys, xs = np.nonzero(ink[row * slot:(row + 1) * slot, col * slot:(col + 1) * slot])
+            if len(xs):
+                cells[(row, col)] = (xs.mean(), ys.mean(), len(xs))
+    return cells
+
+
+def test_slot_layout_puts_one_character_per_slot(tmp_path: Path) -> None:
+    """text_slot: every character is drawn centred in its own slot (the ViT patch), words on their own rows,
+    the box is the slot block; the checker accepts the suite; the default layout is unchanged (no `slot`)."""
+    from sailvl2.synth.scene import BACKGROUNDS, TextScene, sample_text_scene
+
+    rng = random.Random(0)
+    for _ in range(40):
+        scene = sample_text_scene(rng, 168, 168, slot=28)
+        assert scene.x % 28 == 0 and scene.y % 28 == 0
+        x1, y1, x2, y2 = scene.text_box()
+        assert 0 <= x1 < x2 <= 168 and 0 <= y1 < y2 <= 168
+        lines = scene.text.split(" ")
+        assert (x2 - x1, y2 - y1) == (28 * max(map(len, lines)), 28 * len(lines))
+        drawn = _ink_centroids(np.asarray(scene.render()), BACKGROUNDS[scene.background], 28)
+        expected = {(scene.y // 28 + line, scene.x // 28 + k) for line, word in enumerate(lines)
+                    for k in range(len(word))}
+        assert set(drawn) == expected  # ink in exactly the character slots, none elsewhere
+        for (row, col), (cx, cy, _) in drawn.items():  # each glyph near its slot's centre
+            assert abs(cx - 13.5) < 6 and abs(cy - 13.5) < 7, (scene.text, row, col, cx, cy)
+        again = scene_from_dict(scene.to_dict())
+        assert again == scene and again.character_centres()[0] == (lines[0][0], x1 + 14, y1 + 14)
+    free = TextScene(168, 168, "white", "dog", "black", 20, 10, 10, "word")
+    assert "slot" not in free.to_dict() and scene_from_dict(free.to_dict()) == free
+    manifest = generate_suite(tmp_path / "slots", seed=2, sizes={"train": 120, "test": 40}, families=["ocr"],
+                              image_size=168, workers=1, text_slot=28)
+    assert manifest["text_slot"] == 28
+    report = check_suite(tmp_path / "slots")
+    assert report.failures == [] and report.checked == 160
+    scenes = [json.loads(line)["scene"] for line in (tmp_path / "slots" / "train.jsonl").read_text().splitlines()]
+    assert {scene["slot"] for scene in scenes} == {28}

@@ -23,6 +23,7 @@ import argparse
 import json
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from torch import nn
 
 from ..data.errors import DataError
 from ..errors import ConfigError
-from ..synth.scene import COL_NAMES, COLOURS, GRID, KINDS, ROW_NAMES, SIZES, text_size
+from ..synth.scene import COL_NAMES, COLOURS, GRID, KINDS, ROW_NAMES, SIZES, scene_from_dict
 
 # Attribute -> class names; the extra last class of each means "no shape in this cell".
 SHAPE_ATTRIBUTES: dict[str, tuple[str, ...]] = {"kind": KINDS, "colour": tuple(COLOURS), "size": tuple(SIZES)}
@@ -56,6 +57,19 @@ class DenseConfig:
     seed: int = 0
     eval_images: int = 256
     word_aligned: bool = False  # attribute heads use the LLM's word embeddings (see DenseHeads)
+    # "set": per token, the multi-hot of the characters centred in its cell. "slots": per token, one class
+    # per ViT patch under it (2 x 2), the character centred in that patch or none; meant for the slot text
+    # layout (synth TextScene.slot = the patch size), where every glyph fills one patch (session 9).
+    char_target: str = "set"
+    # Share of every batch drawn from the text images (0: uniform over all images). They are ~1/6 of the
+    # suite's images, and only they teach the character head.
+    text_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.char_target not in ("set", "slots"):
+            raise ConfigError(f"char_target must be 'set' or 'slots', got {self.char_target!r}")
+        if not 0.0 <= self.text_share < 1.0:
+            raise ConfigError(f"text_share must be in [0, 1), got {self.text_share}")
 
 
 def cell_of(x: float, y: float, width: int, height: int, grid: int) -> int:
@@ -65,17 +79,21 @@ def cell_of(x: float, y: float, width: int, height: int, grid: int) -> int:
     return row * grid + col
 
 
-def dense_labels(scene: dict[str, Any], grid: int) -> dict[str, list[Any]]:
+def dense_labels(scene: dict[str, Any], grid: int, patches: int = 0) -> dict[str, list[Any]]:
     """Per-token labels of one image's scene (``to_dict`` form): class indices per shape attribute (the "none"
     class where a cell is empty, IGNORE everywhere for non-shape scenes), the row and column of every cell,
     and per cell the multi-hot of the characters centred in it (all zeros where there are none; None for
-    scenes whose text is not tracked: charts and tables)."""
+    scenes whose text is not tracked: charts and tables). With ``patches`` (the ViT patch grid side, a multiple
+    of ``grid``), ``char_slots`` holds per token the character index centred in each of its patches
+    (row-major; ``len(CHARACTERS)`` = none)."""
     cells = grid * grid
     labels: dict[str, list[Any]] = {name: [IGNORE] * cells for name in SHAPE_ATTRIBUTES}
     # The scene grid row / column under each token cell's centre (the same cell when grid == GRID).
     labels["row"] = [min(GRID - 1, int((cell // grid + 0.5) * GRID / grid)) for cell in range(cells)]
     labels["column"] = [min(GRID - 1, int((cell % grid + 0.5) * GRID / grid)) for cell in range(cells)]
     labels["chars"] = [None] * cells
+    if patches:
+        labels["char_slots"] = _char_slots(scene, grid, patches)
     kind = scene.get("type")
     if kind == "shapes":
         for name, classes in SHAPE_ATTRIBUTES.items():
@@ -87,23 +105,24 @@ def dense_labels(scene: dict[str, Any], grid: int) -> dict[str, list[Any]]:
         labels["chars"] = [[0.0] * len(CHARACTERS) for _ in range(cells)]
     elif kind == "text":
         labels["chars"] = [[0.0] * len(CHARACTERS) for _ in range(cells)]
-        for char, x, y in _character_centres(scene):
+        for char, x, y in scene_from_dict(scene).character_centres():
             if char in CHARACTERS:
                 labels["chars"][cell_of(x, y, scene["width"], scene["height"], grid)][CHARACTERS.index(char)] = 1.0
     return labels
 
 
-def _character_centres(scene: dict[str, Any]) -> list[tuple[str, float, float]]:
-    """(character, x, y) centres of a text scene's characters, from the same font metrics that drew them."""
-    text, size = scene["text"], scene["font_size"]
-    left = text_size(text, size)[0]
-    top, bottom = scene["box"][1], scene["box"][3]
-    centres = []
-    for k, char in enumerate(text):
-        start = text_size(text[:k], size)[2] - left if k else 0
-        end = text_size(text[: k + 1], size)[2] - left
-        centres.append((char, scene["x"] + (start + end) / 2, (top + bottom) / 2))
-    return centres
+def _char_slots(scene: dict[str, Any], grid: int, patches: int) -> list[list[int]]:
+    # Charts and tables get "none" everywhere too; their `chars_mask` leaves them out of the loss.
+    ratio = patches // grid
+    slots = [[len(CHARACTERS)] * ratio * ratio for _ in range(grid * grid)]
+    if scene["type"] == "text":
+        for char, x, y in scene_from_dict(scene).character_centres():
+            if char in CHARACTERS:  # two centres in one patch (free layout, small fonts): the later one stays
+                row = min(patches - 1, int(y * patches / scene["height"]))
+                col = min(patches - 1, int(x * patches / scene["width"]))
+                token, slot = (row // ratio) * grid + col // ratio, (row % ratio) * ratio + col % ratio
+                slots[token][slot] = CHARACTERS.index(char)
+    return slots
 
 
 class _WordHead(nn.Module):
@@ -142,12 +161,18 @@ class DenseHeads(nn.Module):
     to look like the LLM's own embeddings of "red" and "triangle" (tied with its output head), so the
     LLM can copy an attribute from the image token it attends to."""
 
-    def __init__(self, hidden_size: int, word_vectors: dict[str, torch.Tensor] | None = None) -> None:
+    def __init__(self, hidden_size: int, word_vectors: dict[str, torch.Tensor] | None = None,
+                 slots_per_token: int = 0) -> None:
         super().__init__()
         self.attributes = nn.ModuleDict({
             name: _WordHead(word_vectors[name]) if word_vectors else nn.Linear(hidden_size, len(classes) + 1)
             for name, classes in ATTRIBUTES.items()})
-        self.chars = nn.Linear(hidden_size, len(CHARACTERS))
+        self.slots_per_token = slots_per_token
+        # Either the character set of a cell, or (slots_per_token > 0) the character of each patch in order.
+        self.chars = nn.Linear(hidden_size, slots_per_token * (len(CHARACTERS) + 1) or len(CHARACTERS))
+
+    def _slot_logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.chars(features).unflatten(-1, (self.slots_per_token, len(CHARACTERS) + 1))
 
     def losses(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         losses = {}
@@ -158,7 +183,10 @@ class DenseHeads(nn.Module):
                 losses[name] = nn.functional.cross_entropy(logits.flatten(0, 1).float(), target.flatten(),
                                                            ignore_index=IGNORE)
         mask = batch["chars_mask"]
-        if mask.any():
+        if self.slots_per_token and mask.any():
+            losses["chars"] = nn.functional.cross_entropy(self._slot_logits(features)[mask].flatten(0, 1).float(),
+                                                          batch["char_slots"][mask].flatten())
+        elif mask.any():
             logits = self.chars(features)[mask]
             losses["chars"] = nn.functional.binary_cross_entropy_with_logits(logits.float(), batch["chars"][mask])
         return losses
@@ -173,13 +201,20 @@ class DenseHeads(nn.Module):
             occupied = (target != IGNORE) & (target != len(ATTRIBUTES[name]))
             predicted = head(features).argmax(-1)
             counts[name] = (int((predicted == target)[occupied].sum()), int(occupied.sum()))
+        if self.slots_per_token:  # per character: the patches that hold one
+            target = batch["char_slots"]
+            held = batch["chars_mask"][..., None] & (target != len(CHARACTERS))
+            right = (self._slot_logits(features).argmax(-1) == target) & held
+            counts["chars"] = (int(right.sum()), int(held.sum()))
+            return counts
         with_text = batch["chars_mask"] & (batch["chars"].sum(-1) > 0)
         exact = ((self.chars(features) > 0).float() == batch["chars"]).all(-1)
         counts["chars"] = (int(exact[with_text].sum()), int(with_text.sum()))
         return counts
 
 
-def load_images(suite_dir: str | Path, split: str, grid: int) -> list[tuple[Path, dict[str, list[Any]]]]:
+def load_images(suite_dir: str | Path, split: str, grid: int,
+                patches: int = 0) -> list[tuple[Path, dict[str, list[Any]]]]:
     """Every distinct image of a suite split with its dense labels (multi-image records give one per image)."""
     suite = Path(suite_dir)
     seen: dict[str, dict[str, list[Any]]] = {}
@@ -189,9 +224,30 @@ def load_images(suite_dir: str | Path, split: str, grid: int) -> list[tuple[Path
         scenes = record["scene"]["images"] if record["scene"].get("type") == "multi" else [record["scene"]]
         for path, scene in zip(paths, scenes):
             if path not in seen:
-                seen[path] = dense_labels(scene, grid)
+                seen[path] = dense_labels(scene, grid, patches)
     # Every image: charts and tables only carry the row / column labels, but the ViT sees them before the LLM.
     return [(suite / path, labels) for path, labels in seen.items()]
+
+
+def sample_batches(items: list[tuple[Path, dict[str, list[Any]]]],
+                   config: DenseConfig) -> Iterator[list[tuple[Path, dict[str, list[Any]]]]]:
+    """Endless training batches: uniform over the images, or with ``text_share`` that share of each batch
+    from the text images (when the suite has both kinds)."""
+    rng = random.Random(config.seed)
+    text = [item for item in items if _is_text(item[1])]
+    other = [item for item in items if not _is_text(item[1])]
+    from_text = round(config.text_share * config.batch_images) if text and other else 0
+    while True:
+        if from_text:
+            yield rng.sample(text, min(from_text, len(text))) + rng.sample(
+                other, min(config.batch_images - from_text, len(other)))
+        else:
+            yield rng.sample(items, min(config.batch_images, len(items)))
+
+
+def _is_text(labels: dict[str, list[Any]]) -> bool:
+    """A text scene: characters are tracked and no cell has shape labels."""
+    return labels["chars"][0] is not None and all(v == IGNORE for v in labels["kind"])
 
 
 def _collate(items: list[tuple[Path, dict[str, list[Any]]]], processor: Any, device: torch.device,
@@ -208,6 +264,8 @@ def _collate(items: list[tuple[Path, dict[str, list[Any]]]], processor: Any, dev
                                    for _, labels in items], device=device)
     batch["chars_mask"] = torch.tensor([[labels["chars"][0] is not None] * cells for _, labels in items],
                                        device=device)
+    if "char_slots" in items[0][1]:
+        batch["char_slots"] = torch.tensor([labels["char_slots"] for _, labels in items], device=device)
     return pixel_values, batch
 
 
@@ -229,12 +287,18 @@ def train_dense(init_dir: str | Path, suite_dir: str | Path, out_dir: str | Path
     grid = int(round(tokens ** 0.5))
     if grid * grid != tokens:
         raise ConfigError(f"dense labels need a square token grid, got {tokens} tokens per tile")
-    train, test = load_images(suite_dir, "train", grid), load_images(suite_dir, "test", grid)[: config.eval_images]
+    patches = model.config.vision_config.image_size // model.config.vision_config.patch_size
+    if config.char_target == "slots" and patches % grid:
+        raise ConfigError(f"char_target 'slots' needs whole patches per token, got {patches} patches for {grid} tokens")
+    patches = patches if config.char_target == "slots" else 0
+    train = load_images(suite_dir, "train", grid, patches)
+    test = load_images(suite_dir, "test", grid, patches)[: config.eval_images]
     if not train:
         raise DataError(f"{suite_dir} has no training images")
     model.language_model.requires_grad_(False)
     vectors = word_vectors(model, processor.tokenizer) if config.word_aligned else None
-    heads = DenseHeads(model.config.llm_config.hidden_size, vectors).to(device)
+    slots_per_token = (patches // grid) ** 2 if patches else 0
+    heads = DenseHeads(model.config.llm_config.hidden_size, vectors, slots_per_token).to(device)
     params = [*model.vision_model.parameters(), *model.mlp1.parameters(), *heads.parameters()]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up over 5 %, then cosine to 10 %
@@ -245,12 +309,11 @@ def train_dense(init_dir: str | Path, suite_dir: str | Path, out_dir: str | Path
     (out / "metrics.jsonl").unlink(missing_ok=True)  # a rerun starts its curve afresh
     metrics = MetricsLogger(out, config.steps, 0)  # metrics.jsonl, progress bar, TensorBoard, loss.png
     metrics.bar.disable = not show_progress
-    rng = random.Random(config.seed)
+    batches = sample_batches(train, config)
     started = time.perf_counter()
     model.train()
     for step in range(config.steps):
-        pixel_values, batch = _collate(rng.sample(train, min(config.batch_images, len(train))), processor,
-                                       device, torch.float32)
+        pixel_values, batch = _collate(next(batches), processor, device, torch.float32)
         losses = heads.losses(model.get_image_features(pixel_values), batch)
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
@@ -295,12 +358,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-images", type=int, default=DenseConfig.batch_images)
     parser.add_argument("--lr", type=float, default=DenseConfig.lr)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--text-share", type=float, default=0.0, help="share of each batch from text images")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--word-aligned", action="store_true", help="attribute heads on the LLM's word embeddings")
+    parser.add_argument("--char-target", choices=("set", "slots"), default="set",
+                        help="characters per token as a set, or one per ViT patch (for the slot text layout)")
     args = parser.parse_args(argv)
     summary = train_dense(args.init_dir, args.suite_dir, args.out_dir,
                           DenseConfig(steps=args.steps, batch_images=args.batch_images, lr=args.lr, seed=args.seed,
-                                      word_aligned=args.word_aligned),
+                                      word_aligned=args.word_aligned, char_target=args.char_target,
+                                      text_share=args.text_share),
                           device=args.device)
     print(json.dumps(summary, indent=2))
     return 0

@@ -28,9 +28,13 @@ from typing import Any
 
 import torch
 
-from .evaluate import PERCEPTION_PREFIXES, chance_accuracy, evaluate, load_split, perception_accuracy, weighted_chance
+from ..errors import ConfigError
 from .dense import DenseConfig, train_dense
-from .model import NANO_IMAGE_SIZE, build_nano_init
+from .evaluate import PERCEPTION_PREFIXES, chance_accuracy, evaluate, load_split, perception_accuracy, weighted_chance
+from .model import NANO_IMAGE_SIZE, NANO_VISION, build_nano_init
+
+NANO_PATCH = NANO_VISION["patch_size"]
+TEXT_LAYOUTS = ("free", "slots")
 
 DENSE = "dense"  # the recipe name of the vision stage, which trains outside the LM trainer (nano/dense.py)
 STAGES = (  # (stage, recipe, mixture file written by the suite generator)
@@ -71,7 +75,12 @@ def loss_ends(losses: list[float]) -> tuple[float, float]:
 
 
 def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: int = 0,
-               stages: tuple[str, ...] | None = None) -> dict[str, Any]:
+               stages: tuple[str, ...] | None = None, text_layout: str = "free") -> dict[str, Any]:
+    """Run the ladder into ``out_dir``. ``text_layout="slots"`` draws the suite's text one character per ViT
+    patch and trains the dense stage's character head per patch (an experiment, session 9 of docs/nano.md;
+    the shipped model is "free")."""
+    if text_layout not in TEXT_LAYOUTS:
+        raise ConfigError(f"text_layout must be one of {TEXT_LAYOUTS}, got {text_layout!r}")
     from ..api import load
     from ..synth import generate_suite
     from ..training.recipe import load_recipe
@@ -82,18 +91,24 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
     started = time.perf_counter()
     data = out / "data"
     if not (data / "manifest.json").is_file():
-        generate_suite(data, seed=seed, sizes=settings["sizes"], image_size=NANO_IMAGE_SIZE, overwrite=True)
+        generate_suite(data, seed=seed, sizes=settings["sizes"], image_size=NANO_IMAGE_SIZE, overwrite=True,
+                       text_slot=NANO_PATCH if text_layout == "slots" else 0)
     init = out / "init"
     if not (init / "config.json").is_file():
         build_nano_init(init, _corpus(data / "train.jsonl"), seed=seed)
     test = load_split(data / "test.jsonl", settings["eval_limit"])
     chance = chance_accuracy(load_split(data / "train.jsonl"), test)
     previous, report = init, {"preset": preset, "seed": seed, "stages": [], "chance": chance}
+    if text_layout != "free":
+        report["text_layout"] = text_layout
     for stage, recipe_name, mixture in STAGES:
         if stages is not None and stage not in stages:
             continue
         if recipe_name == DENSE:
-            summary = train_dense(previous, data, out / stage, replace(settings["dense"], seed=seed))
+            dense = replace(settings["dense"], seed=seed)
+            if text_layout == "slots":  # per-patch characters; text images at half of each batch, 2x the steps
+                dense = replace(dense, char_target="slots", text_share=0.5, steps=2 * dense.steps)
+            summary = train_dense(previous, data, out / stage, dense)
             previous = out / stage / "final"
             first, last = loss_ends(_losses(out / stage))
             report["stages"].append({"stage": stage, "steps": summary["steps"], "first_loss": first,

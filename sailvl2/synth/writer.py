@@ -83,8 +83,9 @@ def _pick(rng: random.Random, qas: list[QA], limit: int) -> tuple[QA, ...]:
 
 
 def plan_item(seed: int, split: str, index: int, family: str, size: tuple[int, int] = (224, 224),
-              cot_suffix: bool = True) -> Item:
-    """Scenes and QAs of item ``index`` of ``split`` (a pure function of its arguments)."""
+              cot_suffix: bool = True, text_slot: int = 0) -> Item:
+    """Scenes and QAs of item ``index`` of ``split`` (a pure function of its arguments). ``text_slot`` > 0
+    draws every text scene in the slot layout (scene.TextScene) with cells of that many pixels."""
     rng = random.Random(f"sailvl2.synth:{GENERATOR_VERSION}:{seed}:{split}:{index}")
     w, h = size
     shapes = lambda r: sample_shape_scene(r, w, h)  # noqa: E731
@@ -93,7 +94,7 @@ def plan_item(seed: int, split: str, index: int, family: str, size: tuple[int, i
         scenes = (_draw(rng, split, shapes),)
         qas = shapes_qas(scenes[0], rng)
     elif family == "ocr":
-        scenes = (_draw(rng, split, lambda r: sample_text_scene(r, w, h)),)
+        scenes = (_draw(rng, split, lambda r: sample_text_scene(r, w, h, slot=text_slot)),)
         qas = ocr_qas(scenes[0], rng)
     elif family == "charts":
         if other < 0.7:
@@ -115,7 +116,7 @@ def plan_item(seed: int, split: str, index: int, family: str, size: tuple[int, i
         qas = multi_image_qas(scenes, rng)
     elif family == "captions":
         sampler = shapes if other < 0.6 else (
-            (lambda r: sample_text_scene(r, w, h)) if other < 0.75 else
+            (lambda r: sample_text_scene(r, w, h, slot=text_slot)) if other < 0.75 else
             (lambda r: sample_chart_scene(r, w, h)) if other < 0.9 else (lambda r: sample_table_scene(r, w, h)))
         scenes = (_draw(rng, split, sampler),)
         qas = caption_qas(scenes[0], rng)
@@ -124,7 +125,7 @@ def plan_item(seed: int, split: str, index: int, family: str, size: tuple[int, i
             scenes = (_draw(rng, split, lambda r: sample_focus_shape_scene(r, w, h)),)
             qas = [qa for qa in shapes_qas(scenes[0], rng) if qa.task in _FOCUS_SHAPE_TASKS]
         else:
-            scenes = (_draw(rng, split, lambda r: sample_text_scene(r, w, h, min_font=40)),)
+            scenes = (_draw(rng, split, lambda r: sample_text_scene(r, w, h, min_font=40, slot=text_slot)),)
             qas = ocr_qas(scenes[0], rng)
         brief = next(qa for qa in caption_qas(scenes[0], rng) if qa.task == "captions/brief")
         qas = [replace(qa, task="focus/" + qa.task) for qa in [*qas, brief]]
@@ -232,7 +233,7 @@ def _dump(record: dict[str, Any]) -> str:
 def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str, int] | None = None,
                    families: Iterable[str] | Mapping[str, int] | None = None, *,
                    image_size: int | tuple[int, int] = 224, workers: int | None = None, cot_suffix: bool = True,
-                   overwrite: bool = False) -> dict[str, Any]:
+                   overwrite: bool = False, text_slot: int = 0) -> dict[str, Any]:
     """Generate the suite into ``out_dir`` and return its manifest (also written to ``manifest.json``).
 
     ``sizes`` maps split names (``train``, ``val``, ``test``) to numbers of records; ``families`` picks
@@ -240,6 +241,7 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
     (items of a family per cycle). ``workers`` processes render the images (default: up to 2); the
     files are byte-identical for any worker count. An existing suite in ``out_dir`` is replaced only with
     ``overwrite=True`` (its images, JSONL files, mixtures and manifest are removed first).
+    ``text_slot`` > 0 draws the text scenes in the slot layout (one character per ``text_slot``-px cell).
     """
     sizes = dict(sizes or {"train": 2000, "val": 200, "test": 200})
     unknown = sorted(set(sizes) - set(SPLIT_BUCKETS))
@@ -265,7 +267,7 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
         rows: list[dict[str, Any]] = []
         index = images = 0
         while len(rows) < wanted:
-            item = plan_item(seed, split, index, order[index % len(order)], size, cot_suffix)
+            item = plan_item(seed, split, index, order[index % len(order)], size, cot_suffix, text_slot)
             take = item.qas[: wanted - len(rows)]
             rows += [_record(item, n, qa) for n, qa in enumerate(take)]
             if take:
@@ -306,6 +308,8 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
                 "image_size": list(size), "families": weights, "cot_suffix": cot_suffix,
                 "split_buckets": {k: list(v) for k, v in SPLIT_BUCKETS.items() if k in sizes},
                 "splits": manifest_splits, "mixtures": mixtures}
+    if text_slot:  # left out at 0, so free-layout suites keep their manifest bytes
+        manifest["text_slot"] = text_slot
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
