@@ -305,3 +305,43 @@ def test_torchrun_resume_inside_an_adalrs_trial_restores_its_sharded_rollback_po
     first, second = _weights(straight), _weights(resumed)
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert _losses(resumed) == _losses(straight)
+
+
+def test_late_image_error_count_survives_a_resume(tmp_path, monkeypatch):
+    """The summary's `late_image_error_rows` counts the whole run: the rows before a resume come back from the
+    checkpoint. Every row is made to report one late error (its images still decode), so the count is the
+    number of rows trained: 2 steps' worth before the stop and 2 after."""
+    rows_per_step = load_recipe("debug").global_batch_rows
+    original = Trainer._decode_or_blank
+
+    def counting(self, row, weight):
+        self.late_image_errors += 1
+        return original(self, row, weight)
+
+    monkeypatch.setattr(Trainer, "_decode_or_blank", counting)
+    _run(tmp_path / "run", "max_steps=2", "save_every=1")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["late_image_error_rows"] == 2 * rows_per_step
+    _run(tmp_path / "run", "max_steps=4", "save_every=1")  # resumes from step 2
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["late_image_error_rows"] == 4 * rows_per_step
+
+
+@pytest.mark.parametrize(("cuda", "backend"), [(False, "gloo"), (True, "cpu:gloo,cuda:nccl")])
+def test_process_group_backend_takes_cpu_tensors_on_cuda_machines(monkeypatch, cuda, backend):
+    """Under torchrun the step's loss (a CPU tensor) is all-reduced; NCCL alone rejects CPU tensors, so on CUDA
+    machines the group pairs gloo (CPU) with NCCL (CUDA). Checked without joining a real group."""
+    import torch.distributed as dist
+
+    from sailvl2.training import setup
+
+    chosen = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda name: chosen.append(name))
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
+    info = setup.init_distributed()
+    assert chosen == [backend] and (info.rank, info.world_size) == (0, 2)

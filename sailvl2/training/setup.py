@@ -33,12 +33,14 @@ class DistInfo:
 
 
 def init_distributed() -> DistInfo:
-    """Join the process group when launched by torchrun (gloo on CPU, NCCL on CUDA)."""
+    """Join the process group when launched by torchrun (gloo on CPU; NCCL for CUDA tensors)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # With CUDA, CPU tensors still take part in collectives (the step's loss and counters are reduced on
+        # the CPU): NCCL alone rejects them, so CPU tensors go over gloo and CUDA tensors over NCCL.
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local)

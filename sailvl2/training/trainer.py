@@ -150,7 +150,8 @@ class Trainer:
                                            eps=recipe.optim.eps, foreach=False)
         self.data = DataPipeline(recipe, self.processor, self.run_dir, self.model.config.image_token_id,
                                  self.processor.pad_token_id, lazy_pixels=self.info.world_size > 1)
-        self.late_image_errors = 0  # rows whose lazily decoded images failed (trained with zero weight)
+        self.late_image_errors = 0  # this rank's rows whose lazy images failed since (re)start (zero weight)
+        self._late_image_errors_before = 0  # all ranks' count in the checkpoint resumed from
         # With a token budget the schedule length is estimated at the packing efficiency we aim for (97%);
         # the run itself stops when the real (non-pad) tokens reach the budget.
         self.total_steps = recipe.max_steps or math.ceil(
@@ -179,7 +180,15 @@ class Trainer:
         return {"data": self.data.state_dict(), "counters": counters, "recipe": self.recipe.name,
                 "adalrs": self.adalrs.state_dict() if self.adalrs else None}
 
+    def _late_image_error_rows(self) -> int:
+        """All ranks' late image errors of the whole run, resumed segments included (a collective)."""
+        count = torch.tensor(self.late_image_errors, dtype=torch.long)
+        if self.info.world_size > 1:
+            dist.all_reduce(count)
+        return self._late_image_errors_before + int(count)
+
     def _save(self, step: int, counters: dict[str, Any]) -> Path:
+        counters["late_image_error_rows"] = self._late_image_error_rows()
         # An AdaLRS trial in progress needs its rollback point to survive a restart (sharded under FSDP2).
         snapshot = self.snapshot if self.adalrs is not None and self.adalrs.in_trial else None
         return save_checkpoint(self.run_dir / "checkpoints", step, self.model, self.optimizer,
@@ -239,6 +248,7 @@ class Trainer:
         if checkpoint is not None:
             record = load_checkpoint(checkpoint, self.model, self.optimizer, self.info.rank, self.info.world_size)
             start_step, counters = record["step"], record["counters"]
+            self._late_image_errors_before = int(counters.get("late_image_error_rows", 0))
             self.data.load_state_dict(record["data"])
             if self.adalrs and record.get("adalrs"):
                 self.adalrs.load_state_dict(record["adalrs"])
@@ -297,7 +307,8 @@ class Trainer:
         summary = {
             "recipe": recipe.name, "steps": final_step, "tokens_seen": counters["tokens"],
             "samples_seen": counters["samples"], "skipped_samples": dict(self.data.skipped),
-            "truncated_samples": self.data.packer.stats.truncated, "late_image_error_rows": self.late_image_errors,
+            "truncated_samples": self.data.packer.stats.truncated,
+            "late_image_error_rows": counters["late_image_error_rows"],  # set by the final save
             "skipped_by_packing": dict(self.data.packer.stats.skipped),
             "skipped_by_reader": getattr(self.data.source, "stats", {}).get("datasets", {}),
             "packing_efficiency": self.data.packer.stats.efficiency, "train_seconds": counters["train_seconds"],
