@@ -260,7 +260,7 @@ class TextScene:
             return [(char, self.x + (k + 0.5) * self.slot, self.y + (line + 0.5) * self.slot)
                     for line, word in enumerate(self.text.split(" ")) for k, char in enumerate(word)]
         left = text_size(self.text, self.font_size)[0]
-        top, bottom = self.text_box()[1], self.text_box()[3]
+        _, top, _, bottom = self.text_box()
         centres = []
         for k, char in enumerate(self.text):
             start = text_size(self.text[:k], self.font_size)[2] - left if k else 0
@@ -358,14 +358,19 @@ def _sample_text(rng: random.Random, words: Sequence[str], min_font: int) -> tup
     return category, text.upper() if category != "number" and rng.random() < 0.25 else text
 
 
+def _fits_slot(size: int, slot: int) -> bool:
+    """The widest glyph ("W") leaves a 4-px margin in the slot, and the tallest span ("Wg") a 2-px one."""
+    left, _, right, _ = text_size("W", size)
+    _, top, _, bottom = text_size("Wg", size)
+    return right - left <= slot - 4 and bottom - top <= slot - 2
+
+
 def _sample_slot_text_scene(rng: random.Random, width: int, height: int, slot: int, min_font: int) -> TextScene:
     columns, rows = width // slot, height // slot
     if columns < 4 or rows < 2:
         raise ValueError(f"a {width}x{height} image has too few {slot}-px text slots")
     category, text = _sample_text(rng, [word for word in WORDS if len(word) <= columns], min_font)
-    # Font sizes whose widest glyph leaves a 4-px margin in the slot.
-    fitting = [size for size in FONT_SIZES if text_size("W", size)[2] - text_size("W", size)[0] <= slot - 4
-               and text_size("Wg", size)[3] - text_size("Wg", size)[1] <= slot - 2] or [min(FONT_SIZES)]
+    fitting = [size for size in FONT_SIZES if _fits_slot(size, slot)] or [min(FONT_SIZES)]
     lines = text.split(" ")
     x = slot * rng.randint(0, columns - max(map(len, lines)))
     y = slot * rng.randint(0, rows - len(lines))
