@@ -48,6 +48,8 @@ class InitConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
+    # "adamw", or "muon": Muon on the hidden weight matrices and AdamW on the rest (training/muon.py)
+    kind: str = "adamw"
     lr: dict[str, float] = field(default_factory=lambda: {"vit": 1e-5, "adapter": 1e-4, "llm": 1e-5})
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
@@ -107,6 +109,8 @@ class Recipe:
         missing = [part for part in parts if part not in self.optim.lr]
         if missing:
             raise ConfigError(f"optim.lr has no learning rate for trainable part(s) {missing}")
+        if self.optim.kind not in ("adamw", "muon"):
+            raise ConfigError(f"optim.kind must be 'adamw' or 'muon', got {self.optim.kind!r}")
 
     @property
     def run_dir(self) -> Path:

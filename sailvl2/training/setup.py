@@ -127,18 +127,32 @@ def freeze_parts(model: SAILVLModel, recipe: Recipe) -> None:
 
 
 def param_groups(model: nn.Module, recipe: Recipe) -> list[dict]:
-    """One group per (part, decay): biases and norms get no weight decay."""
-    groups: dict[tuple[str, bool], list] = {}
+    """One group per (part, decay, muon): biases and norms get no weight decay; with `optim.kind: muon` the
+    hidden weight matrices form their own groups (training/muon.py)."""
+    from .muon import uses_muon
+
+    muon = recipe.optim.kind == "muon"
+    groups: dict[tuple[str, bool, bool], list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         decay = param.ndim >= 2 and recipe.optim.weight_decay > 0
-        groups.setdefault((part_of(name), decay), []).append(param)
+        groups.setdefault((part_of(name), decay, muon and uses_muon(name, param)), []).append(param)
     return [
         {"params": params, "part": part, "peak_lr": recipe.optim.lr[part], "lr": recipe.optim.lr[part],
-         "weight_decay": recipe.optim.weight_decay if decay else 0.0}
-        for (part, decay), params in sorted(groups.items())
+         "weight_decay": recipe.optim.weight_decay if decay else 0.0, **({"muon": True} if is_muon else {})}
+        for (part, decay, is_muon), params in sorted(groups.items())
     ]
+
+
+def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """AdamW (foreach off: it keeps peak memory flat), or the Muon + AdamW hybrid."""
+    groups = param_groups(model, recipe)
+    if recipe.optim.kind == "muon":
+        from .muon import MuonAdamW
+
+        return MuonAdamW(groups, betas=recipe.optim.betas, eps=recipe.optim.eps)
+    return torch.optim.AdamW(groups, betas=recipe.optim.betas, eps=recipe.optim.eps, foreach=False)
 
 
 def shard_model(model: SAILVLModel, device: torch.device) -> None:

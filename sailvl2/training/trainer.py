@@ -34,7 +34,7 @@ from .mixture_source import MixtureSource, from_json, to_json
 from .packing import PackedBatch, StreamPacker, token_weights
 from .recipe import Recipe
 from .schedule import lr_multiplier
-from .setup import DistInfo, build_model, freeze_parts, init_distributed, param_groups, shard_model
+from .setup import DistInfo, build_model, build_optimizer, freeze_parts, init_distributed, shard_model
 from .sources import SyntheticShapes
 from .tokenize import ConversationEncoder, EncodedSample
 
@@ -146,8 +146,7 @@ class Trainer:
             freeze_parts(self.model, recipe)
         if self.info.world_size > 1:
             shard_model(self.model, self.device)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, recipe), betas=recipe.optim.betas,
-                                           eps=recipe.optim.eps, foreach=False)
+        self.optimizer = build_optimizer(self.model, recipe)
         self.data = DataPipeline(recipe, self.processor, self.run_dir, self.model.config.image_token_id,
                                  self.processor.pad_token_id, lazy_pixels=self.info.world_size > 1)
         self.late_image_errors = 0  # this rank's rows whose lazy images failed since (re)start (zero weight)

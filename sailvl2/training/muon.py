@@ -1,0 +1,98 @@
+"""Muon for the hidden weight matrices, AdamW for everything else, in one optimizer.
+
+Muon (momentum, then the update orthogonalised by a Newton-Schulz iteration) trains the 2-D weights of
+transformer blocks in fewer steps than AdamW; embeddings, the LM head, norms, biases and the patch
+embedding stay on AdamW, as in the published recipes. The update is scaled so that its RMS matches
+AdamW's (0.2 * sqrt(max(rows, cols))), so a recipe's AdamW learning rates carry over unchanged.
+
+Chosen with `optim: {kind: muon}` in a recipe (sailvl2/training/recipe.py). One class keeps the trainer's
+single-optimizer contract: schedule, checkpoints, snapshots and gradient clipping see ordinary
+`param_groups` and `state_dict`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+# Quintic Newton-Schulz coefficients that push every singular value into roughly [0.5, 1.2] in 5 steps
+# (not exactly 1: the speed of the iteration matters more than its exactness for the update direction).
+_NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def orthogonalize(matrix: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+    """An approximation of U V^T for matrix = U S V^T, computed in fp32."""
+    a, b, c = _NS_COEFFICIENTS
+    x = matrix.float()
+    transposed = x.shape[0] > x.shape[1]
+    if transposed:  # iterate on the wide orientation: the Gram matrix is the smaller one
+        x = x.T
+    x = x / (x.norm() + eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if transposed else x
+
+
+def _orthogonalize_update(update: torch.Tensor, steps: int) -> torch.Tensor:
+    """Under FSDP2 the update is a DTensor holding this rank's rows, and the iteration needs the whole
+    matrix. DTensor arithmetic would give the same result (the torchrun test passes either way) but
+    redistributes inside every Newton-Schulz product; here each rank gathers the matrix once, runs the
+    same fp32 iteration and keeps its own shard (`src_data_rank=None`: no scatter, the local copy)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(update, DTensor):
+        full = orthogonalize(update.full_tensor(), steps).to(update.dtype)
+        return distribute_tensor(full, update.device_mesh, update.placements, src_data_rank=None)
+    return orthogonalize(update, steps).to(update.dtype)
+
+
+def uses_muon(name: str, param: torch.Tensor) -> bool:
+    """Hidden matrices only: 2-D weights that are neither embeddings nor the (tied) LM head."""
+    return param.ndim == 2 and "embed" not in name and "lm_head" not in name
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Groups with `muon: True` get Muon updates (their params must be 2-D); the rest get AdamW."""
+
+    def __init__(self, groups: Iterable[dict], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 momentum: float = 0.95, ns_steps: int = 5) -> None:
+        defaults = {"lr": 1e-3, "betas": betas, "eps": eps, "weight_decay": 0.0, "momentum": momentum,
+                    "ns_steps": ns_steps, "muon": False}
+        super().__init__(list(groups), defaults)
+        for group in self.param_groups:
+            if group["muon"] and any(p.ndim != 2 for p in group["params"]):
+                raise ValueError("Muon groups take 2-D weight matrices only")
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D401 - torch's signature
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            lr, decay = group["lr"], group["weight_decay"]
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                grad = param.grad
+                state = self.state[param]
+                if decay:
+                    param.mul_(1 - lr * decay)  # decoupled weight decay, as AdamW and Muon both do
+                if group["muon"]:
+                    buffer = state.setdefault("momentum_buffer", torch.zeros_like(param))
+                    buffer.mul_(group["momentum"]).add_(grad)
+                    update = grad.add(buffer, alpha=group["momentum"])  # Nesterov
+                    update = _orthogonalize_update(update, group["ns_steps"])
+                    param.add_(update, alpha=-lr * 0.2 * max(param.shape) ** 0.5)
+                    continue
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(param)
+                    state["exp_avg_sq"] = torch.zeros_like(param)
+                beta1, beta2 = group["betas"]
+                state["step"] += 1
+                step = state["step"].item()
+                state["exp_avg"].lerp_(grad, 1 - beta1)
+                state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                denom = (state["exp_avg_sq"] / (1 - beta2 ** step)).sqrt_().add_(group["eps"])
+                param.addcdiv_(state["exp_avg"], denom, value=-lr / (1 - beta1 ** step))
+        return loss
