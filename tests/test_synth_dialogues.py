@@ -75,7 +75,9 @@ def test_spatial_stream_and_its_repeat_in_the_mixtures(tmp_path: Path) -> None:
     assert boosted.mode == "repeat" and rates["spatial"] == 3.0 and rates["shapes-dialogues"] == 1.0
     assert rates["grounding"] == 1.0  # grounding's single-turn records besides its dialogues
     plain = MixtureConfig.from_yaml(out / "mixtures" / "multitask.yaml")
-    assert set(rates) - {d.name for d in plain.datasets} == {"spatial", "grounding"}
+    assert set(rates) - {d.name for d in plain.datasets} == {"spatial"}
+    # The ladder's multi-task mixture also asks grounding and chart questions as first turns (single-turn records).
+    assert {"grounding", "charts", "grounding-dialogues", "charts-dialogues"} <= {d.name for d in plain.datasets}
     assert "spatial" in manifest["mixtures"]["multitask-spatial"]
     for name in ("multitask", "sft", "cot"):  # the ladder's own mixtures draw every stream once
         mixture = MixtureConfig.from_yaml(out / "mixtures" / f"{name}.yaml")
