@@ -345,3 +345,25 @@ def test_process_group_backend_takes_cpu_tensors_on_cuda_machines(monkeypatch, c
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: None)
     info = setup.init_distributed()
     assert chosen == [backend] and (info.rank, info.world_size) == (0, 2)
+
+
+def test_torchrun_processes_leave_the_group_before_the_interpreter_shuts_down(tmp_path):
+    """A group left to interpreter finalisation can abort a finished run (gloo threads; seen in CI as exit -6).
+    A hook registered before init_distributed runs after the trainer's own exit hook (atexit is last-in,
+    first-out) and records whether the process still held the group at that point."""
+    script = tmp_path / "leave.py"
+    script.write_text(
+        "import atexit, os, sys, torch, torch.distributed as dist\n"
+        "from sailvl2.training.setup import init_distributed\n"
+        "out = sys.argv[1] + os.environ['RANK']\n"
+        "atexit.register(lambda: open(out, 'w').write(str(dist.is_initialized())))\n"
+        "info = init_distributed()\n"
+        "total = torch.ones(2)\n"
+        "dist.all_reduce(total, async_op=True).wait()\n"
+        "assert total.tolist() == [2.0, 2.0] and info.world_size == 2\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run([str(torchrun), "--nproc_per_node", "2", str(script), str(tmp_path / "held")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [(tmp_path / f"held{rank}").read_text() for rank in (0, 1)] == ["False", "False"]

@@ -3,6 +3,7 @@ parameter groups (one learning rate per part), distributed wrapping (FSDP2)."""
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +42,19 @@ def init_distributed() -> DistInfo:
         # With CUDA, CPU tensors still take part in collectives (the step's loss and counters are reduced on
         # the CPU): NCCL alone rejects them, so CPU tensors go over gloo and CUDA tensors over NCCL.
         dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+        # Leave the group while the interpreter is still whole. Left to interpreter finalisation, gloo's worker
+        # threads are torn down with the process and, now and then, abort a run that succeeded (SIGABRT,
+        # "terminate called without an active exception"; seen in CI on two torchrun tests).
+        atexit.register(_leave_process_group)
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local)
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def part_of(name: str) -> str:
