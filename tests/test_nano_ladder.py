@@ -28,7 +28,7 @@ def test_smoke_ladder_trains_every_stage_and_reports(tmp_path, capsys):
     assert (tmp_path / "nano" / "longcot" / "final" / "model.safetensors").is_file()
 
 
-def test_text_layout_is_checked_before_any_work(tmp_path, capsys):
+def test_text_layout_and_number_images_are_checked_before_any_work(tmp_path, capsys):
     import pytest
 
     from sailvl2.errors import ConfigError
@@ -40,4 +40,10 @@ def test_text_layout_is_checked_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:  # argparse: an unknown choice is a usage error
         cli_main(["nano", "--out", str(tmp_path / "cli"), "--text-layout", "grid"])
     assert exit_info.value.code == 2 and "--text-layout" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()
+    with pytest.raises(ConfigError, match="number_images"):
+        run_ladder(tmp_path / "run", preset="smoke", number_images=-1)
+    assert not (tmp_path / "run").exists()
+    assert cli_main(["nano", "--out", str(tmp_path / "cli"), "--number-images", "-5"]) != 0  # our error, not a crash
+    assert "number_images must be >= 0" in capsys.readouterr().err
     assert not (tmp_path / "cli").exists()

@@ -1,4 +1,5 @@
-"""``python -m sailvl2.synth OUT_DIR [--train N --val N --test N --seed S --workers W --check]``."""
+"""``python -m sailvl2.synth OUT_DIR [--train N --val N --test N --seed S --workers W --text-slot PX
+--number-images N --check]``."""
 
 from __future__ import annotations
 
@@ -20,13 +21,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated subset")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--text-slot", type=int, default=0,
+                        help="draw text one character per PX-pixel cell (the slot layout; 0: free layout)")
+    parser.add_argument("--number-images", type=int, default=0,
+                        help="extra number-reading images for the train split (stream ocr-numbers)")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--check", action="store_true", help="run the independent checker afterwards")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     manifest = generate_suite(args.out_dir, args.seed, {"train": args.train, "val": args.val, "test": args.test},
                               args.families.split(","), image_size=args.image_size, workers=args.workers,
-                              overwrite=args.overwrite)
+                              overwrite=args.overwrite, text_slot=args.text_slot,
+                              number_images=args.number_images)
     counts = {split: info["records"] for split, info in manifest["splits"].items()}
     print(f"wrote {json.dumps(counts)} to {args.out_dir} in {time.perf_counter() - start:.1f}s")
     if args.check:

@@ -395,9 +395,28 @@ class CheckReport:
         return not self.failures and not any(self.shared_scenes.values()) and not any(self.shared_images.values())
 
 
+def _check_file(path: str, root: str, signatures: set, digests: set, report: CheckReport, cache: dict,
+                pixels: bool, limit: int | None) -> None:
+    """Check one JSONL file's records (image paths relative to ``root``) and collect their scene signatures
+    and image digests for the disjointness check."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle):
+            record = json.loads(line)
+            signatures.update(scene_signature(record["scene"]))
+            for image_path in record["image"] if isinstance(record["image"], list) else [record["image"]]:
+                with open(os.path.join(root, image_path), "rb") as image:
+                    digests.add(hashlib.sha256(image.read()).hexdigest())
+            if limit is not None and number >= limit:
+                continue
+            report.checked += 1
+            report.tasks[record["task"]] += 1
+            report.failures += check_record(record, root if pixels else None, cache)
+
+
 def check_suite(out_dir: str | os.PathLike, splits: Iterable[str] | None = None, pixels: bool = True,
                 limit: int | None = None) -> CheckReport:
-    """Check every record (or the first ``limit`` per split) and the disjointness of all splits."""
+    """Check every record (or the first ``limit`` per split and file) and the disjointness of all splits; the
+    train split includes its extra number stream (``number_images``)."""
     out_dir = os.fspath(out_dir)
     with open(os.path.join(out_dir, "manifest.json"), encoding="utf-8") as handle:
         manifest = json.load(handle)
@@ -407,18 +426,12 @@ def check_suite(out_dir: str | os.PathLike, splits: Iterable[str] | None = None,
     digests: dict[str, set] = {}
     for split in splits or manifest["splits"]:
         signatures[split], digests[split] = set(), set()
-        with open(os.path.join(out_dir, f"{split}.jsonl"), encoding="utf-8") as handle:
-            for number, line in enumerate(handle):
-                record = json.loads(line)
-                signatures[split].update(scene_signature(record["scene"]))
-                for path in record["image"] if isinstance(record["image"], list) else [record["image"]]:
-                    with open(os.path.join(out_dir, path), "rb") as image:
-                        digests[split].add(hashlib.sha256(image.read()).hexdigest())
-                if limit is not None and number >= limit:
-                    continue
-                report.checked += 1
-                report.tasks[record["task"]] += 1
-                report.failures += check_record(record, out_dir if pixels else None, cache)
+        files = [(os.path.join(out_dir, f"{split}.jsonl"), out_dir)]
+        if split == "train" and manifest.get("number_images"):  # the train-only number stream (writer)
+            families = os.path.join(out_dir, "families")
+            files.append((os.path.join(families, "train-ocr-numbers.jsonl"), families))
+        for path, root in files:
+            _check_file(path, root, signatures[split], digests[split], report, cache, pixels, limit)
     names = sorted(signatures)
     for i, a in enumerate(names):
         for b in names[i + 1:]:

@@ -142,22 +142,32 @@ def _cycle(weights: Mapping[str, int]) -> list[str]:
     return order
 
 
-def _image_paths(item: Item) -> list[str]:
-    stem = f"images/{item.split}/{item.index:06d}"
+def plan_number_item(seed: int, index: int, size: tuple[int, int] = (224, 224), text_slot: int = 0) -> Item:
+    """Item ``index`` of the train split's extra number-reading stream (``generate_suite(number_images=...)``):
+    one text scene whose text is a number the train split owns, asked "what number is shown?". A pure
+    function of its arguments, like :func:`plan_item`."""
+    rng = random.Random(f"sailvl2.synth:{GENERATOR_VERSION}:{seed}:numbers:{index}")
+    scene = _draw(rng, "train", lambda r: sample_text_scene(r, *size, slot=text_slot),
+                  accept=lambda candidate: candidate.category == "number")
+    return Item("train", index, "ocr", (scene,), tuple(ocr_qas(scene, rng)))
+
+
+def _image_paths(item: Item, folder: str | None = None) -> list[str]:
+    stem = f"images/{folder or item.split}/{item.index:06d}"
     if len(item.scenes) == 1:
         return [stem + ".png"]
     return [f"{stem}-{k + 1}.png" for k in range(len(item.scenes))]
 
 
-def _record(item: Item, number: int, qa: QA) -> dict[str, Any]:
-    paths = _image_paths(item)
+def _record(item: Item, number: int, qa: QA, folder: str | None = None) -> dict[str, Any]:
+    paths = _image_paths(item, folder)
     if len(paths) == 1:
         prompt, image, scene = f"{_IMAGE_TAG}\n{qa.question}", paths[0], item.scenes[0].to_dict()
     else:
         tags = "".join(f"Image-{k + 1}: {_IMAGE_TAG}\n" for k in range(len(paths)))
         prompt, image = tags + qa.question, paths
         scene = {"type": "multi", "images": [s.to_dict() for s in item.scenes]}
-    record = {"id": f"{item.split}-{item.index:06d}-{number}", "image": image,
+    record = {"id": f"{item.split}-{folder + '-' if folder else ''}{item.index:06d}-{number}", "image": image,
               "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": qa.reply}],
               "kind": qa.kind, "task": qa.task, "answer": qa.answer, "scene": scene}
     if qa.focus:  # one entry per gpt turn: the boxes its answer depends on, 0-1000 (training/focus.py)
@@ -206,19 +216,21 @@ def dialogues(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 _QA_STREAMS = ["shapes-dialogues", "ocr-dialogues", "charts-dialogues", "grounding-dialogues",
                "multi_image-dialogues", "reasoning"]
 # Mixtures for the ladder: (mixture name, [stream or (stream, repeat)]); cot streams get kind: cot.
-_MIXTURES: dict[str, list[str | tuple[str, int]]] = {
+_MIXTURES: dict[str, list[str | tuple[str, float]]] = {
     "captions": ["captions"],
     # Grounding's and the charts' single-turn records besides their dialogues: a dialogue opens with locate
     # (charts: with the value questions), so describe, chart type and table rows were never asked first in
     # training, as every held-out question is. At 500 Muon steps, describe 38 % -> 78 % and boxes 25 % -> 43 %
     # (docs/nano.md, session 10).
-    "multitask": [*_QA_STREAMS, "grounding", "charts"],
+    # `ocr-numbers`: the extra number images (generate_suite(number_images=...)); absent when there are none.
+    "multitask": [*_QA_STREAMS, "grounding", "charts", "ocr-numbers"],
     # The multitask mixture with the spatial questions drawn 3x more often (the `spatial` stream) and
     # grounding's single-turn records besides its dialogues. On shapes alone it lifts position from 6 % to
     # 74 %; in the full ladder (run 13) it trades other shape tasks for place, so the ladder does not use it
     # (docs/nano.md, session 8).
     "multitask-spatial": [*_QA_STREAMS, ("spatial", 3), "grounding", "charts"],
-    "sft": _QA_STREAMS,
+    # A quarter of the number images per epoch keeps digit reading trained through SFT.
+    "sft": [*_QA_STREAMS, ("ocr-numbers", 0.25)],
     # LongCoT SFT replays the direct perception dialogues: without them the run-8 LongCoT stage lost 4 points
     # of held-out perception that SFT had reached (docs/nano.md).
     "cot": ["reasoning-cot", "reasoning", "shapes-dialogues", "ocr-dialogues", "charts-dialogues",
@@ -237,7 +249,7 @@ def _dump(record: dict[str, Any]) -> str:
 def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str, int] | None = None,
                    families: Iterable[str] | Mapping[str, int] | None = None, *,
                    image_size: int | tuple[int, int] = 224, workers: int | None = None, cot_suffix: bool = True,
-                   overwrite: bool = False, text_slot: int = 0) -> dict[str, Any]:
+                   overwrite: bool = False, text_slot: int = 0, number_images: int = 0) -> dict[str, Any]:
     """Generate the suite into ``out_dir`` and return its manifest (also written to ``manifest.json``).
 
     ``sizes`` maps split names (``train``, ``val``, ``test``) to numbers of records; ``families`` picks
@@ -246,11 +258,17 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
     files are byte-identical for any worker count. An existing suite in ``out_dir`` is replaced only with
     ``overwrite=True`` (its images, JSONL files, mixtures and manifest are removed first).
     ``text_slot`` > 0 draws the text scenes in the slot layout (one character per ``text_slot``-px cell).
+    ``number_images`` > 0 adds that many number-reading images to the train split only, as the stream
+    ``ocr-numbers`` (``families/train-ocr-numbers.jsonl``, images in ``images/numbers/``; not in
+    ``train.jsonl``), which the multi-task mixture draws. The suite's ~340 number images are too few for the
+    nano model to learn reading digits (docs/nano.md, session 11).
     """
     sizes = dict(sizes or {"train": 2000, "val": 200, "test": 200})
     unknown = sorted(set(sizes) - set(SPLIT_BUCKETS))
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; expected some of {list(SPLIT_BUCKETS)}")
+    if number_images > 0 and "train" not in sizes:
+        raise ValueError("number_images adds to the train split, but sizes has no 'train'")
     if isinstance(families, Mapping):
         weights = {str(f): int(w) for f, w in families.items()}
     else:
@@ -286,7 +304,16 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
             "tasks": dict(sorted(Counter(r["task"] for r in rows).items())),
             "kinds": dict(sorted(Counter(r["kind"] for r in rows).items())),
         }
+    numbers = []
+    if number_images > 0:
+        (out / "images" / "numbers").mkdir(parents=True, exist_ok=True)
+        for index in range(number_images):
+            item = plan_number_item(seed, index, size, text_slot)
+            numbers.append(_record(item, 0, item.qas[0], folder="numbers"))
+            jobs += [(str(out / p), s) for p, s in zip(_image_paths(item, "numbers"), item.scenes)]
     _render(jobs, workers)
+    if numbers:
+        _write_jsonl(out / "families" / "train-ocr-numbers.jsonl", numbers, "../")
     for split, rows in records.items():
         _write_jsonl(out / f"{split}.jsonl", rows, "")
         by_stream: dict[str, list[dict[str, Any]]] = {}
@@ -307,13 +334,15 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
                 manifest_splits[split]["spatial_stream"] = len(spatial)
     train = manifest_splits.get("train", {})
     mixtures = _write_mixtures(out, {**train.get("streams", {}), **train.get("dialogue_streams", {}),
-                                     "spatial": train.get("spatial_stream", 0)})
+                                     "spatial": train.get("spatial_stream", 0), "ocr-numbers": len(numbers)})
     manifest = {"generator": "sailvl2.synth", "version": GENERATOR_VERSION, "seed": seed,
                 "image_size": list(size), "families": weights, "cot_suffix": cot_suffix,
                 "split_buckets": {k: list(v) for k, v in SPLIT_BUCKETS.items() if k in sizes},
                 "splits": manifest_splits, "mixtures": mixtures}
     if text_slot:  # left out at 0, so free-layout suites keep their manifest bytes
         manifest["text_slot"] = text_slot
+    if numbers:  # likewise
+        manifest["number_images"] = len(numbers)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
