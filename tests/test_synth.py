@@ -348,6 +348,9 @@ def test_number_images_add_a_train_only_stream(tmp_path: Path) -> None:
     assert "ocr-numbers" not in (plain / "mixtures" / "multitask.yaml").read_text()
     with pytest.raises(ValueError, match="train"):
         generate_suite(tmp_path / "c", seed=3, sizes={"test": 10}, number_images=5)
+    with pytest.raises(ValueError, match="number_images"):
+        generate_suite(tmp_path / "c", seed=3, sizes=sizes, number_images=-1)
+    assert not (tmp_path / "c").exists()  # refused before anything is written
 
 
 def test_synth_command_writes_the_slot_layout_and_number_images(tmp_path: Path, capsys) -> None:

@@ -260,13 +260,15 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
     ``text_slot`` > 0 draws the text scenes in the slot layout (one character per ``text_slot``-px cell).
     ``number_images`` > 0 adds that many number-reading images to the train split only, as the stream
     ``ocr-numbers`` (``families/train-ocr-numbers.jsonl``, images in ``images/numbers/``; not in
-    ``train.jsonl``), which the multi-task mixture draws. The suite's ~340 number images are too few for the
-    nano model to learn reading digits (docs/nano.md, session 11).
+    ``train.jsonl``), which the multi-task mixture draws whole and the SFT mixture a quarter of. The suite's
+    ~340 number images are too few for the nano model to learn reading digits (docs/nano.md, session 11).
     """
     sizes = dict(sizes or {"train": 2000, "val": 200, "test": 200})
     unknown = sorted(set(sizes) - set(SPLIT_BUCKETS))
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; expected some of {list(SPLIT_BUCKETS)}")
+    if number_images < 0:
+        raise ValueError(f"number_images must be >= 0, got {number_images}")
     if number_images > 0 and "train" not in sizes:
         raise ValueError("number_images adds to the train split, but sizes has no 'train'")
     if isinstance(families, Mapping):
