@@ -29,9 +29,18 @@ def test_orthogonalize_approximates_the_polar_factor(shape):
     assert cosine > 0.95
 
 
-def _twin_params(seed: int = 0) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+def test_a_stack_of_matrices_is_orthogonalised_matrix_by_matrix():
+    generator = torch.Generator().manual_seed(1)
+    # different scales: each matrix must be normalised by its own norm, not the stack's
+    stack = torch.stack([torch.randn(40, 24, generator=generator) * scale for scale in (0.01, 1.0, 300.0)])
+    batched = orthogonalize(stack)
+    for matrix, result in zip(stack, batched):
+        torch.testing.assert_close(result, orthogonalize(matrix), rtol=0, atol=1e-6)
+    assert batched.shape == stack.shape
+
+
+def _twin_params(seed: int = 0, shapes=((16, 8), (8,), (8, 16))) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
     generator = torch.Generator().manual_seed(seed)
-    shapes = [(16, 8), (8,), (8, 16)]
     first = [torch.nn.Parameter(torch.randn(*s, generator=generator)) for s in shapes]
     second = [torch.nn.Parameter(p.detach().clone()) for p in first]
     return first, second
@@ -56,8 +65,10 @@ def test_adamw_groups_match_torch_adamw():
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
-def test_muon_groups_match_torch_muon():
-    ours_params, torch_params = _twin_params()
+# The second set repeats shapes, so that the step's batched stacks (one per shape) hold several matrices.
+@pytest.mark.parametrize("shapes", [((16, 8), (8,), (8, 16)), ((16, 8),) * 3 + ((8, 16),) * 2 + ((12, 12),)])
+def test_muon_groups_match_torch_muon(shapes):
+    ours_params, torch_params = _twin_params(shapes=shapes)
     matrices = [p for p in ours_params if p.ndim == 2]
     reference_matrices = [p for p in torch_params if p.ndim == 2]
     ours = MuonAdamW([{"params": matrices, "lr": 2e-3, "weight_decay": 0.05, "muon": True}])

@@ -22,17 +22,18 @@ _NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
 def orthogonalize(matrix: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
-    """An approximation of U V^T for matrix = U S V^T, computed in fp32."""
+    """An approximation of U V^T for matrix = U S V^T, computed in fp32. A stack of matrices
+    (..., rows, cols) is orthogonalised matrix by matrix in one batched iteration."""
     a, b, c = _NS_COEFFICIENTS
     x = matrix.float()
-    transposed = x.shape[0] > x.shape[1]
+    transposed = x.shape[-2] > x.shape[-1]
     if transposed:  # iterate on the wide orientation: the Gram matrix is the smaller one
-        x = x.T
-    x = x / (x.norm() + eps)
+        x = x.mT
+    x = x / (torch.linalg.matrix_norm(x, keepdim=True) + eps)  # Frobenius norm of each matrix
     for _ in range(steps):
-        gram = x @ x.T
+        gram = x @ x.mT
         x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.T if transposed else x
+    return x.mT if transposed else x
 
 
 def _orthogonalize_update(update: torch.Tensor, steps: int) -> torch.Tensor:
@@ -40,12 +41,10 @@ def _orthogonalize_update(update: torch.Tensor, steps: int) -> torch.Tensor:
     matrix. DTensor arithmetic would give the same result (the torchrun test passes either way) but
     redistributes inside every Newton-Schulz product; here each rank gathers the matrix once, runs the
     same fp32 iteration and keeps its own shard (`src_data_rank=None`: no scatter, the local copy)."""
-    from torch.distributed.tensor import DTensor, distribute_tensor
+    from torch.distributed.tensor import distribute_tensor
 
-    if isinstance(update, DTensor):
-        full = orthogonalize(update.full_tensor(), steps).to(update.dtype)
-        return distribute_tensor(full, update.device_mesh, update.placements, src_data_rank=None)
-    return orthogonalize(update, steps).to(update.dtype)
+    full = orthogonalize(update.full_tensor(), steps).to(update.dtype)
+    return distribute_tensor(full, update.device_mesh, update.placements, src_data_rank=None)
 
 
 def uses_muon(name: str, param: torch.Tensor) -> bool:
@@ -69,6 +68,9 @@ class MuonAdamW(torch.optim.Optimizer):
     def step(self, closure=None):  # noqa: D401 - torch's signature
         loss = closure() if closure is not None else None
         for group in self.param_groups:
+            if group["muon"]:
+                self._muon_group_step(group)
+                continue
             lr, decay = group["lr"], group["weight_decay"]
             for param in group["params"]:
                 if param.grad is None:
@@ -77,13 +79,6 @@ class MuonAdamW(torch.optim.Optimizer):
                 state = self.state[param]
                 if decay:
                     param.mul_(1 - lr * decay)  # decoupled weight decay, as AdamW and Muon both do
-                if group["muon"]:
-                    buffer = state.setdefault("momentum_buffer", torch.zeros_like(param))
-                    buffer.mul_(group["momentum"]).add_(grad)
-                    update = grad.add(buffer, alpha=group["momentum"])  # Nesterov
-                    update = _orthogonalize_update(update, group["ns_steps"])
-                    param.add_(update, alpha=-lr * 0.2 * max(param.shape) ** 0.5)
-                    continue
                 if not state:
                     state["step"] = torch.zeros((), dtype=torch.float32)
                     state["exp_avg"] = torch.zeros_like(param)
@@ -96,3 +91,32 @@ class MuonAdamW(torch.optim.Optimizer):
                 denom = (state["exp_avg_sq"] / (1 - beta2 ** step)).sqrt_().add_(group["eps"])
                 param.addcdiv_(state["exp_avg"], denom, value=-lr / (1 - beta1 ** step))
         return loss
+
+    def _muon_group_step(self, group: dict) -> None:
+        """Nesterov momentum, then the orthogonalised update. Matrices of one shape share one batched
+        Newton-Schulz iteration: the nano model's 50 small matrices fall into 8 stacks, and small matmuls
+        are dominated by per-call overhead on a CPU (benchmarks/muon.py measures the gain). Stacks hold
+        one orientation only: the batched result then equals the per-matrix one bit for bit on CPU, so
+        runs trained before batching are reproduced (a tall matrix transposed into a wide stack would be
+        iterated on a contiguous copy instead of a view, which rounds differently)."""
+        from torch.distributed.tensor import DTensor
+
+        lr, decay = group["lr"], group["weight_decay"]
+        stacks: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        for param in group["params"]:
+            if param.grad is None:
+                continue
+            if decay:
+                param.mul_(1 - lr * decay)
+            buffer = self.state[param].setdefault("momentum_buffer", torch.zeros_like(param))
+            buffer.mul_(group["momentum"]).add_(param.grad)
+            update = param.grad.add(buffer, alpha=group["momentum"])  # Nesterov
+            if isinstance(update, DTensor):  # a shard: gathered and orthogonalised on its own
+                update = _orthogonalize_update(update, group["ns_steps"])
+                param.add_(update, alpha=-lr * 0.2 * max(param.shape) ** 0.5)
+                continue
+            stacks.setdefault((tuple(update.shape), update.dtype, update.device), []).append((param, update))
+        for members in stacks.values():
+            result = orthogonalize(torch.stack([update for _, update in members]), group["ns_steps"])
+            for (param, _), matrix in zip(members, result):
+                param.add_(matrix.to(param.dtype), alpha=-lr * 0.2 * max(param.shape) ** 0.5)
