@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="slots: one character per ViT patch in the suite's text (experiment; docs/nano.md)")
     nano.add_argument("--number-images", type=int, default=0,
                       help="extra number-reading images for the train split (experiment; docs/nano.md, session 11)")
+    nano.add_argument("--letter-images", type=int, default=0,
+                      help="extra letter-string reading images for the train split (experiment; docs/nano.md, session 12)")
 
     soup = commands.add_parser("soup", help="average homogeneous checkpoints into one (model soup)")
     soup.add_argument("checkpoints", nargs="+", help="checkpoint directories with identical architectures")
@@ -213,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .nano.ladder import run_ladder
 
             run_ladder(args.out, preset=args.preset, seed=args.seed, text_layout=args.text_layout,
-                       number_images=args.number_images)
+                       number_images=args.number_images, letter_images=args.letter_images)
             print((Path(args.out) / "report.md").read_text())
             return 0
         return _chat(args) if args.command == "chat" else _info(args)

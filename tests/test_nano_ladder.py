@@ -47,3 +47,25 @@ def test_text_layout_and_number_images_are_checked_before_any_work(tmp_path, cap
     assert cli_main(["nano", "--out", str(tmp_path / "cli"), "--number-images", "-5"]) != 0  # our error, not a crash
     assert "number_images must be >= 0" in capsys.readouterr().err
     assert not (tmp_path / "cli").exists()
+    with pytest.raises(ConfigError, match="letter_images"):
+        run_ladder(tmp_path / "run", preset="smoke", letter_images=-1)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_rerun_refuses_a_suite_generated_with_other_settings(tmp_path):
+    """The ladder reuses the suite in OUT/data on a rerun; one generated with other flags (layout, extra
+    reading images, seed or preset) would silently train something else, so it is refused."""
+    import pytest
+
+    from sailvl2.errors import ConfigError
+    from sailvl2.nano.ladder import run_ladder
+    from sailvl2.synth import generate_suite
+
+    data = tmp_path / "run" / "data"
+    generate_suite(data, seed=0, sizes={"train": 12, "test": 4}, families=["ocr"], image_size=168, workers=1,
+                   number_images=3)
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    with pytest.raises(ConfigError, match="number_images 3 \\(this run: 0\\)") as error:
+        run_ladder(tmp_path / "run", preset="smoke", stages=("align",))
+    assert "train_records 12 (this run: 1200)" in str(error.value) and "seed" not in str(error.value)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before == ["data"]  # nothing trained

@@ -311,45 +311,63 @@ def test_slot_layout_puts_one_character_per_slot(tmp_path: Path) -> None:
     assert {scene["slot"] for scene in scenes} == {28}
 
 
-def test_number_images_add_a_train_only_stream(tmp_path: Path) -> None:
-    """number_images: extra number-reading records for the train split only, as the `ocr-numbers` stream the
-    multi-task and SFT mixtures draw; answers re-derived by the checker, numbers owned by the train split,
-    byte-identical on regeneration, and the rest of the suite unchanged."""
+def test_reading_images_add_train_only_streams(tmp_path: Path) -> None:
+    """number_images / letter_images: extra reading records for the train split only, as the `ocr-numbers` and
+    `ocr-letters` streams the multi-task and SFT mixtures draw; answers re-derived by the checker, texts owned
+    by the train split (so no letter string is a held-out word), byte-identical on regeneration, and the rest
+    of the suite unchanged."""
     sizes = {"train": 120, "test": 40}
     plain = tmp_path / "plain"
     generate_suite(plain, seed=3, sizes=sizes, families=["ocr", "shapes"], image_size=168, workers=1, text_slot=28)
     manifest = generate_suite(tmp_path / "a", seed=3, sizes=sizes, families=["ocr", "shapes"], image_size=168,
-                              workers=2, text_slot=28, number_images=50)
+                              workers=2, text_slot=28, number_images=50, letter_images=40)
     generate_suite(tmp_path / "b", seed=3, sizes=sizes, families=["ocr", "shapes"], image_size=168, workers=1,
-                   text_slot=28, number_images=50)
+                   text_slot=28, number_images=50, letter_images=40)
     assert _digests(tmp_path / "a") == _digests(tmp_path / "b")
-    stream = _records(tmp_path / "a" / "families" / "train-ocr-numbers.jsonl")
-    assert manifest["number_images"] == len(stream) == 50 and len({r["id"] for r in stream}) == 50
-    for record in stream:
-        scene = record["scene"]
-        assert record["task"] == "ocr/number" and record["answer"] == scene["text"] and scene["text"].isdigit()
-        assert record["conversations"][1]["value"] == scene["text"] and scene["slot"] == 28
-        assert split_of(("text", scene["text"])) == "train"
+    numbers = _records(tmp_path / "a" / "families" / "train-ocr-numbers.jsonl")
+    letters = _records(tmp_path / "a" / "families" / "train-ocr-letters.jsonl")
+    assert manifest["number_images"] == len(numbers) == 50 and manifest["letter_images"] == len(letters) == 40
+    assert len({r["id"] for r in numbers + letters}) == 90
+    assert all(r["id"].startswith("train-letters-") for r in letters)
+    held_out = {r["scene"]["text"].lower() for r in _records(tmp_path / "a" / "test.jsonl") if r["task"] == "ocr/word"}
+    for record in numbers + letters:
+        scene, text = record["scene"], record["scene"]["text"]
+        assert record["answer"] == text and record["conversations"][1]["value"] == text and scene["slot"] == 28
+        if record in numbers:
+            assert record["task"] == "ocr/number" and text.isdigit()
+        else:
+            assert record["task"] == "ocr/word" and text.isalpha() and 2 <= len(text) <= 6
+            assert text.lower() not in held_out
+        assert split_of(("text", text.lower())) == "train"
         image = Image.open(tmp_path / "a" / "families" / record["image"])
         assert image.size == (168, 168)
-    assert len({r["scene"]["text"] for r in stream}) > 30  # many different numbers, not one repeated
-    # The checker re-derives every answer (and reads the pixels) and counts the stream in the train split.
+    # many different texts, not one repeated; letter strings in both cases
+    assert len({r["scene"]["text"] for r in numbers}) > 30 and len({r["scene"]["text"] for r in letters}) > 35
+    assert any(r["answer"].isupper() for r in letters) and any(r["answer"].islower() for r in letters)
+    # The checker re-derives every answer (and reads the pixels) and counts the streams in the train split.
     report = check_suite(tmp_path / "a")
-    assert report.failures == [] and report.checked == 160 + 50 and report.shared_scenes["test&train"] == 0
-    # The splits' own files and images are exactly those of the suite without the stream.
+    assert report.failures == [] and report.checked == 160 + 90 and report.shared_scenes["test&train"] == 0
+    # The splits' own files and images are exactly those of the suite without the streams.
     with_stream, without = _digests(tmp_path / "a"), _digests(plain)
-    extra = {path for path in with_stream if "numbers" in path}
+    extra = {path for path in with_stream if "numbers" in path or "letters" in path}
     assert {p: d for p, d in with_stream.items() if p not in extra and not p.startswith(("mixtures", "manifest"))} \
         == {p: d for p, d in without.items() if not p.startswith(("mixtures", "manifest"))}
     multitask = MixtureConfig.from_yaml(tmp_path / "a" / "mixtures" / "multitask.yaml")
     sft = MixtureConfig.from_yaml(tmp_path / "a" / "mixtures" / "sft.yaml")
-    assert "ocr-numbers" in {d.name for d in multitask.datasets}
+    assert {"ocr-numbers", "ocr-letters"} <= {d.name for d in multitask.datasets}
     assert {d.name: d.repeat for d in sft.datasets}["ocr-numbers"] == 0.25
+    assert {d.name: d.repeat for d in sft.datasets}["ocr-letters"] == 0.25
     assert "ocr-numbers" not in (plain / "mixtures" / "multitask.yaml").read_text()
+    # The free layout draws letter strings too, and they pass the checker.
+    generate_suite(tmp_path / "free", seed=3, sizes={"train": 10}, families=["ocr"], image_size=168, workers=1,
+                   letter_images=12)
+    assert check_suite(tmp_path / "free").failures == []
+    assert "slot" not in _records(tmp_path / "free" / "families" / "train-ocr-letters.jsonl")[0]["scene"]
     with pytest.raises(ValueError, match="train"):
         generate_suite(tmp_path / "c", seed=3, sizes={"test": 10}, number_images=5)
-    with pytest.raises(ValueError, match="number_images"):
-        generate_suite(tmp_path / "c", seed=3, sizes=sizes, number_images=-1)
+    for argument in ("number_images", "letter_images"):
+        with pytest.raises(ValueError, match=argument):
+            generate_suite(tmp_path / "c", seed=3, sizes=sizes, **{argument: -1})
     assert not (tmp_path / "c").exists()  # refused before anything is written
 
 
@@ -358,8 +376,9 @@ def test_synth_command_writes_the_slot_layout_and_number_images(tmp_path: Path, 
 
     out = tmp_path / "cli"
     assert main([str(out), "--train", "60", "--val", "10", "--test", "20", "--families", "ocr", "--image-size",
-                 "168", "--workers", "1", "--text-slot", "28", "--number-images", "12", "--check"]) == 0
+                 "168", "--workers", "1", "--text-slot", "28", "--number-images", "12", "--letter-images", "7",
+                 "--check"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["text_slot"] == 28 and manifest["number_images"] == 12
-    assert "checked 102 records: 0 failures" in capsys.readouterr().out
+    assert manifest["text_slot"] == 28 and manifest["number_images"] == 12 and manifest["letter_images"] == 7
+    assert "checked 109 records: 0 failures" in capsys.readouterr().out
     assert {r["scene"]["slot"] for r in _records(out / "families" / "train-ocr-numbers.jsonl")} == {28}

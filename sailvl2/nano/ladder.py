@@ -76,17 +76,19 @@ def loss_ends(losses: list[float]) -> tuple[float, float]:
 
 def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: int = 0,
                stages: tuple[str, ...] | None = None, text_layout: str = "free",
-               number_images: int = 0) -> dict[str, Any]:
+               number_images: int = 0, letter_images: int = 0) -> dict[str, Any]:
     """Run the ladder into ``out_dir``. ``text_layout="slots"`` draws the suite's text one character per ViT
     patch and trains the dense stage's character head per patch (session 9 of docs/nano.md). ``number_images``
     > 0 adds that many number-reading images to the train split (the ``ocr-numbers`` stream of the multi-task
     and SFT mixtures). With both (``slots``, 8000), run 21 read every held-out number, where the shipped run 19
     reads none, but its boxes fell from 89.5 % to 60.5 % (docs/nano.md, session 11); the defaults reproduce
-    run 19, the shipped model."""
+    run 19, the shipped model. ``letter_images`` > 0 adds random letter strings likewise (``ocr-letters``; held-out
+    words are never training words, so reading them needs spelling: docs/nano.md, session 12)."""
     if text_layout not in TEXT_LAYOUTS:
         raise ConfigError(f"text_layout must be one of {TEXT_LAYOUTS}, got {text_layout!r}")
-    if number_images < 0:
-        raise ConfigError(f"number_images must be >= 0, got {number_images}")
+    for argument, count in (("number_images", number_images), ("letter_images", letter_images)):
+        if count < 0:
+            raise ConfigError(f"{argument} must be >= 0, got {count}")
     from ..api import load
     from ..synth import generate_suite
     from ..training.recipe import load_recipe
@@ -96,10 +98,22 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
     out = Path(out_dir)
     started = time.perf_counter()
     data = out / "data"
-    if not (data / "manifest.json").is_file():
+    wanted = {"seed": seed, "text_slot": NANO_PATCH if text_layout == "slots" else 0,
+              "number_images": number_images, "letter_images": letter_images,
+              "train_records": settings["sizes"]["train"]}
+    if (data / "manifest.json").is_file():  # a rerun into the same folder reuses its suite, if it is the same one
+        manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
+        found = {key: manifest.get(key, 0) for key in wanted}
+        found["train_records"] = manifest.get("splits", {}).get("train", {}).get("records")
+        differing = ", ".join(f"{key} {found[key]} (this run: {wanted[key]})" for key in wanted
+                              if found[key] != wanted[key])
+        if differing:
+            raise ConfigError(f"{data} holds a suite generated with other settings: {differing}; "
+                              "use a new output folder")
+    else:
         generate_suite(data, seed=seed, sizes=settings["sizes"], image_size=NANO_IMAGE_SIZE, overwrite=True,
                        text_slot=NANO_PATCH if text_layout == "slots" else 0,
-                       number_images=number_images)
+                       number_images=number_images, letter_images=letter_images)
     init = out / "init"
     if not (init / "config.json").is_file():
         build_nano_init(init, _corpus(data / "train.jsonl"), seed=seed)
@@ -110,6 +124,8 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
         report["text_layout"] = text_layout
     if number_images:
         report["number_images"] = number_images
+    if letter_images:
+        report["letter_images"] = letter_images
     for stage, recipe_name, mixture in STAGES:
         if stages is not None and stage not in stages:
             continue

@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="draw text one character per PX-pixel cell (the slot layout; 0: free layout)")
     parser.add_argument("--number-images", type=int, default=0,
                         help="extra number-reading images for the train split (stream ocr-numbers)")
+    parser.add_argument("--letter-images", type=int, default=0,
+                        help="extra letter-string reading images for the train split (stream ocr-letters)")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--check", action="store_true", help="run the independent checker afterwards")
     args = parser.parse_args(argv)
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = generate_suite(args.out_dir, args.seed, {"train": args.train, "val": args.val, "test": args.test},
                               args.families.split(","), image_size=args.image_size, workers=args.workers,
                               overwrite=args.overwrite, text_slot=args.text_slot,
-                              number_images=args.number_images)
+                              number_images=args.number_images, letter_images=args.letter_images)
     counts = {split: info["records"] for split, info in manifest["splits"].items()}
     print(f"wrote {json.dumps(counts)} to {args.out_dir} in {time.perf_counter() - start:.1f}s")
     if args.check:

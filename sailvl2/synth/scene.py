@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import string
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -334,6 +335,26 @@ def sample_text_scene(rng: random.Random, width: int = 224, height: int = 224, m
     if slot:
         return _sample_slot_text_scene(rng, width, height, slot, min_font)
     category, text = _sample_text(rng, WORDS, min_font)
+    return _free_text_scene(rng, width, height, min_font, category, text)
+
+
+def sample_letter_scene(rng: random.Random, width: int = 224, height: int = 224, slot: int = 0) -> TextScene:
+    """A random string of 2-6 letters (a quarter of them in capitals), drawn like a word: the extra
+    letter-reading images (``generate_suite(letter_images=...)``). Held-out words are never training words
+    (split by signature), so reading them needs spelling what is drawn, letter by letter, which the suite's
+    few hundred word images do not teach (docs/nano.md, session 12)."""
+    if slot and (width // slot < 2 or height // slot < 1):
+        raise ValueError(f"a {width}x{height} image has too few {slot}-px text slots")
+    longest = min(6, width // slot) if slot else 6
+    text = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, longest)))
+    text = text.upper() if rng.random() < 0.25 else text
+    if slot:
+        return _slot_text_scene(rng, width, height, slot, "word", text)
+    return _free_text_scene(rng, width, height, 0, "word", text)
+
+
+def _free_text_scene(rng: random.Random, width: int, height: int, min_font: int, category: str,
+                     text: str) -> TextScene:
     target = rng.choice([size for size in FONT_SIZES if size >= min_font])
     for font_size in sorted((s for s in FONT_SIZES if s <= target), reverse=True):  # largest that fits
         left, top, right, bottom = text_size(text, font_size)
@@ -370,6 +391,11 @@ def _sample_slot_text_scene(rng: random.Random, width: int, height: int, slot: i
     if columns < 4 or rows < 2:
         raise ValueError(f"a {width}x{height} image has too few {slot}-px text slots")
     category, text = _sample_text(rng, [word for word in WORDS if len(word) <= columns], min_font)
+    return _slot_text_scene(rng, width, height, slot, category, text)
+
+
+def _slot_text_scene(rng: random.Random, width: int, height: int, slot: int, category: str, text: str) -> TextScene:
+    columns, rows = width // slot, height // slot
     fitting = [size for size in FONT_SIZES if _fits_slot(size, slot)] or [min(FONT_SIZES)]
     lines = text.split(" ")
     x = slot * rng.randint(0, columns - max(map(len, lines)))

@@ -30,7 +30,7 @@ from ..answers import box_coordinates
 from .captions import caption_qas
 from .charts import sample_chart_scene, sample_table_scene
 from .reasoning import reasoning_qas
-from .scene import sample_focus_shape_scene, sample_shape_scene, sample_text_scene
+from .scene import sample_focus_shape_scene, sample_letter_scene, sample_shape_scene, sample_text_scene
 from .tasks import QA, chart_qas, grounding_qas, multi_image_qas, ocr_qas, shapes_qas, table_qas, unique_shapes
 
 __all__ = ["FAMILIES", "GENERATOR_VERSION", "SPLIT_BUCKETS", "Item", "generate_suite", "plan_item", "split_of"]
@@ -152,6 +152,22 @@ def plan_number_item(seed: int, index: int, size: tuple[int, int] = (224, 224), 
     return Item("train", index, "ocr", (scene,), tuple(ocr_qas(scene, rng)))
 
 
+def plan_letter_item(seed: int, index: int, size: tuple[int, int] = (224, 224), text_slot: int = 0) -> Item:
+    """Item ``index`` of the train split's extra letter-reading stream (``generate_suite(letter_images=...)``):
+    a random letter string the train split owns (so never a held-out word), asked "what is written?"."""
+    rng = random.Random(f"sailvl2.synth:{GENERATOR_VERSION}:{seed}:letters:{index}")
+    scene = _draw(rng, "train", lambda r: sample_letter_scene(r, *size, slot=text_slot))
+    return Item("train", index, "ocr", (scene,), tuple(ocr_qas(scene, rng)))
+
+
+# The train-only reading streams: stream -> (image folder and id infix, planner, generate_suite argument).
+# Neither is in train.jsonl, so the held-out splits do not change with them (docs/nano.md, sessions 11-12).
+EXTRA_STREAMS: dict[str, tuple[str, Callable[..., Item], str]] = {
+    "ocr-numbers": ("numbers", plan_number_item, "number_images"),
+    "ocr-letters": ("letters", plan_letter_item, "letter_images"),
+}
+
+
 def _image_paths(item: Item, folder: str | None = None) -> list[str]:
     stem = f"images/{folder or item.split}/{item.index:06d}"
     if len(item.scenes) == 1:
@@ -222,15 +238,16 @@ _MIXTURES: dict[str, list[str | tuple[str, float]]] = {
     # (charts: with the value questions), so describe, chart type and table rows were never asked first in
     # training, as every held-out question is. At 500 Muon steps, describe 38 % -> 78 % and boxes 25 % -> 43 %
     # (docs/nano.md, session 10).
-    # `ocr-numbers`: the extra number images (generate_suite(number_images=...)); absent when there are none.
-    "multitask": [*_QA_STREAMS, "grounding", "charts", "ocr-numbers"],
+    # `ocr-numbers`, `ocr-letters`: the extra reading images (generate_suite(number_images=...,
+    # letter_images=...)); absent when there are none.
+    "multitask": [*_QA_STREAMS, "grounding", "charts", "ocr-numbers", "ocr-letters"],
     # The multitask mixture with the spatial questions drawn 3x more often (the `spatial` stream) and
     # grounding's single-turn records besides its dialogues. On shapes alone it lifts position from 6 % to
     # 74 %; in the full ladder (run 13) it trades other shape tasks for place, so the ladder does not use it
     # (docs/nano.md, session 8).
     "multitask-spatial": [*_QA_STREAMS, ("spatial", 3), "grounding", "charts"],
-    # A quarter of the number images per epoch keeps digit reading trained through SFT.
-    "sft": [*_QA_STREAMS, ("ocr-numbers", 0.25)],
+    # A quarter of the extra reading images per epoch keeps reading trained through SFT.
+    "sft": [*_QA_STREAMS, ("ocr-numbers", 0.25), ("ocr-letters", 0.25)],
     # LongCoT SFT replays the direct perception dialogues: without them the run-8 LongCoT stage lost 4 points
     # of held-out perception that SFT had reached (docs/nano.md).
     "cot": ["reasoning-cot", "reasoning", "shapes-dialogues", "ocr-dialogues", "charts-dialogues",
@@ -249,7 +266,8 @@ def _dump(record: dict[str, Any]) -> str:
 def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str, int] | None = None,
                    families: Iterable[str] | Mapping[str, int] | None = None, *,
                    image_size: int | tuple[int, int] = 224, workers: int | None = None, cot_suffix: bool = True,
-                   overwrite: bool = False, text_slot: int = 0, number_images: int = 0) -> dict[str, Any]:
+                   overwrite: bool = False, text_slot: int = 0, number_images: int = 0,
+                   letter_images: int = 0) -> dict[str, Any]:
     """Generate the suite into ``out_dir`` and return its manifest (also written to ``manifest.json``).
 
     ``sizes`` maps split names (``train``, ``val``, ``test``) to numbers of records; ``families`` picks
@@ -262,15 +280,20 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
     ``ocr-numbers`` (``families/train-ocr-numbers.jsonl``, images in ``images/numbers/``; not in
     ``train.jsonl``), which the multi-task mixture draws whole and the SFT mixture a quarter of. The suite's
     ~340 number images are too few for the nano model to learn reading digits (docs/nano.md, session 11).
+    ``letter_images`` > 0 likewise adds random letter strings the train split owns (stream ``ocr-letters``,
+    ``images/letters/``): held-out words are never training words, so reading them means spelling.
     """
     sizes = dict(sizes or {"train": 2000, "val": 200, "test": 200})
     unknown = sorted(set(sizes) - set(SPLIT_BUCKETS))
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; expected some of {list(SPLIT_BUCKETS)}")
-    if number_images < 0:
-        raise ValueError(f"number_images must be >= 0, got {number_images}")
-    if number_images > 0 and "train" not in sizes:
-        raise ValueError("number_images adds to the train split, but sizes has no 'train'")
+    extra_counts = {"ocr-numbers": number_images, "ocr-letters": letter_images}
+    for stream, count in extra_counts.items():
+        argument = EXTRA_STREAMS[stream][2]
+        if count < 0:
+            raise ValueError(f"{argument} must be >= 0, got {count}")
+        if count > 0 and "train" not in sizes:
+            raise ValueError(f"{argument} adds to the train split, but sizes has no 'train'")
     if isinstance(families, Mapping):
         weights = {str(f): int(w) for f, w in families.items()}
     else:
@@ -306,16 +329,18 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
             "tasks": dict(sorted(Counter(r["task"] for r in rows).items())),
             "kinds": dict(sorted(Counter(r["kind"] for r in rows).items())),
         }
-    numbers = []
-    if number_images > 0:
-        (out / "images" / "numbers").mkdir(parents=True, exist_ok=True)
-        for index in range(number_images):
-            item = plan_number_item(seed, index, size, text_slot)
-            numbers.append(_record(item, 0, item.qas[0], folder="numbers"))
-            jobs += [(str(out / p), s) for p, s in zip(_image_paths(item, "numbers"), item.scenes)]
+    extra: dict[str, list[dict[str, Any]]] = {}
+    for stream, count in extra_counts.items():
+        folder, planner, _ = EXTRA_STREAMS[stream]
+        if count > 0:
+            (out / "images" / folder).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            item = planner(seed, index, size, text_slot)
+            extra.setdefault(stream, []).append(_record(item, 0, item.qas[0], folder=folder))
+            jobs += [(str(out / p), s) for p, s in zip(_image_paths(item, folder), item.scenes)]
     _render(jobs, workers)
-    if numbers:
-        _write_jsonl(out / "families" / "train-ocr-numbers.jsonl", numbers, "../")
+    for stream, rows in extra.items():
+        _write_jsonl(out / "families" / f"train-{stream}.jsonl", rows, "../")
     for split, rows in records.items():
         _write_jsonl(out / f"{split}.jsonl", rows, "")
         by_stream: dict[str, list[dict[str, Any]]] = {}
@@ -336,15 +361,16 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
                 manifest_splits[split]["spatial_stream"] = len(spatial)
     train = manifest_splits.get("train", {})
     mixtures = _write_mixtures(out, {**train.get("streams", {}), **train.get("dialogue_streams", {}),
-                                     "spatial": train.get("spatial_stream", 0), "ocr-numbers": len(numbers)})
+                                     "spatial": train.get("spatial_stream", 0),
+                                     **{stream: len(rows) for stream, rows in extra.items()}})
     manifest = {"generator": "sailvl2.synth", "version": GENERATOR_VERSION, "seed": seed,
                 "image_size": list(size), "families": weights, "cot_suffix": cot_suffix,
                 "split_buckets": {k: list(v) for k, v in SPLIT_BUCKETS.items() if k in sizes},
                 "splits": manifest_splits, "mixtures": mixtures}
     if text_slot:  # left out at 0, so free-layout suites keep their manifest bytes
         manifest["text_slot"] = text_slot
-    if numbers:  # likewise
-        manifest["number_images"] = len(numbers)
+    for stream, rows in extra.items():  # likewise
+        manifest[EXTRA_STREAMS[stream][2]] = len(rows)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
