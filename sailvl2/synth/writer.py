@@ -162,7 +162,7 @@ def plan_letter_item(seed: int, index: int, size: tuple[int, int] = (224, 224), 
 
 # The train-only reading streams: stream -> (image folder and id infix, planner, generate_suite argument).
 # Neither is in train.jsonl, so the held-out splits do not change with them (docs/nano.md, sessions 11-12).
-EXTRA_STREAMS: dict[str, tuple[str, Callable[..., Item], str]] = {
+_EXTRA_STREAMS: dict[str, tuple[str, Callable[..., Item], str]] = {
     "ocr-numbers": ("numbers", plan_number_item, "number_images"),
     "ocr-letters": ("letters", plan_letter_item, "letter_images"),
 }
@@ -289,7 +289,7 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
         raise ValueError(f"unknown split(s) {unknown}; expected some of {list(SPLIT_BUCKETS)}")
     extra_counts = {"ocr-numbers": number_images, "ocr-letters": letter_images}
     for stream, count in extra_counts.items():
-        argument = EXTRA_STREAMS[stream][2]
+        argument = _EXTRA_STREAMS[stream][2]
         if count < 0:
             raise ValueError(f"{argument} must be >= 0, got {count}")
         if count > 0 and "train" not in sizes:
@@ -331,7 +331,7 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
         }
     extra: dict[str, list[dict[str, Any]]] = {}
     for stream, count in extra_counts.items():
-        folder, planner, _ = EXTRA_STREAMS[stream]
+        folder, planner, _ = _EXTRA_STREAMS[stream]
         if count > 0:
             (out / "images" / folder).mkdir(parents=True, exist_ok=True)
         for index in range(count):
@@ -370,7 +370,7 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
     if text_slot:  # left out at 0, so free-layout suites keep their manifest bytes
         manifest["text_slot"] = text_slot
     for stream, rows in extra.items():  # likewise
-        manifest[EXTRA_STREAMS[stream][2]] = len(rows)
+        manifest[_EXTRA_STREAMS[stream][2]] = len(rows)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
