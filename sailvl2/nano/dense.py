@@ -3,7 +3,7 @@
 The release starts SAIL-ViT from AIMv2, a ViT pre-trained on billions of images (PAPER.md 3), so its image
 tokens already describe what is where before the LLM ever reads them. The nano ViT starts from random
 weights, and the language-model loss alone teaches it slowly: after a full ladder the shape kind of a small
-object was still at chance (docs/nano.md, "readout probes"). Every generated image comes with the scene that
+object was still at chance (docs/nano-sessions.md, "readout probes"). Every generated image comes with the scene that
 drew it, so every LLM image token has exact labels: the kind, colour and size of the shape in its cell (the
 nano tile is 168 px = a 3 x 3 grid of 56-px LLM tokens, aligned with the scenes' 3 x 3 shape grid), the
 row and column words of the cell, and the characters of rendered text whose centres fall in it. Heads on
@@ -40,7 +40,7 @@ SHAPE_ATTRIBUTES: dict[str, tuple[str, ...]] = {"kind": KINDS, "colour": tuple(C
 # Where a token's cell is, in the words the questions use ("top left", "middle right"): labelled on every
 # cell of every image. The LLM sees image tokens through RoPE's relative positions only, so without this it
 # has to count from the <img> token to name a place; the first full run (run 7) could not, even for a single
-# shape (position 25 %), while it read kind and count (docs/nano.md).
+# shape (position 25 %), while it read kind and count (docs/nano-sessions.md).
 CELL_ATTRIBUTES: dict[str, tuple[str, ...]] = {"row": ROW_NAMES, "column": COL_NAMES}
 ATTRIBUTES: dict[str, tuple[str, ...]] = {**SHAPE_ATTRIBUTES, **CELL_ATTRIBUTES}
 # Characters the OCR scenes draw (words in either case, numbers).

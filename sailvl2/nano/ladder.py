@@ -11,7 +11,7 @@ sailvl2/recipes/nano_*.yaml; the RL stage arrives with the RL issue). The alignm
 own word embeddings of what the scene description says is in its cell (kind, colour, size, row, column), as
 the paper's alignment stage trains the vision side into a frozen LLM's space on captions. Next-token training
 on the caption texts (the `nano_align` recipe) is not in the ladder: measured, any of it, before or inside
-multi-task training, breaks the later read-out of one shape's attributes (docs/nano.md, session 6). Each stage starts from the previous
+multi-task training, breaks the later read-out of one shape's attributes (docs/nano-sessions.md, session 6). Each stage starts from the previous
 one's export. The multi-task and SFT stages train on the suite's multi-turn dialogues (one image, several
 questions); the held-out evaluation asks one question per image, as the shipped demo does.
 Outputs in `--out`: data/ (the suite), init/, one run folder per stage, report.md, report.json.
@@ -78,12 +78,12 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
                stages: tuple[str, ...] | None = None, text_layout: str = "free",
                number_images: int = 0, letter_images: int = 0) -> dict[str, Any]:
     """Run the ladder into ``out_dir``. ``text_layout="slots"`` draws the suite's text one character per ViT
-    patch and trains the dense stage's character head per patch (session 9 of docs/nano.md). ``number_images``
+    patch and trains the dense stage's character head per patch (session 9 of docs/nano-sessions.md). ``number_images``
     > 0 adds that many number-reading images to the train split (the ``ocr-numbers`` stream of the multi-task
     and SFT mixtures). With both (``slots``, 8000), run 21 read every held-out number, where the shipped run 19
-    reads none, but its boxes fell from 89.5 % to 60.5 % (docs/nano.md, session 11); the defaults reproduce
+    reads none, but its boxes fell from 89.5 % to 60.5 % (docs/nano-sessions.md, session 11); the defaults reproduce
     run 19, the shipped model. ``letter_images`` > 0 adds random letter strings likewise (``ocr-letters``; held-out
-    words are never training words, so reading them needs spelling: docs/nano.md, session 12)."""
+    words are never training words, so reading them needs spelling: docs/nano-sessions.md, session 12)."""
     if text_layout not in TEXT_LAYOUTS:
         raise ConfigError(f"text_layout must be one of {TEXT_LAYOUTS}, got {text_layout!r}")
     for argument, count in (("number_images", number_images), ("letter_images", letter_images)):

@@ -7,7 +7,7 @@ About 5 M parameters: bf16 weights are ~10 MB, within the 25 MB the shipped mode
 Why 168 px: the scenes place their shapes on a 3x3 grid, and at 168 px each grid cell is exactly one 56-px LLM
 token (2x2 patches). At 224 px (a 4x4 token grid) a shape straddled up to four tokens at arbitrary offsets,
 and even a direct per-token classifier learned shape kind to only 31 % in 600 steps; aligned, 95 %
-(docs/nano.md, run 7).
+(docs/nano-sessions.md, run 7).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def build_nano_init(directory: str | Path, corpus: Iterable[str], seed: int = 0,
     # The ViT's learned position grid starts as a 2-D sine-cosine table at the scale of the (RMS-normed) patch
     # tokens, as MAE/AIM-style ViTs initialise it, instead of N(0, 0.02). With the small random init, patch
     # tokens carry almost no position for hundreds of steps, and shape (which patch holds which edge) is what
-    # the from-scratch ViT learns slowest (docs/nano.md: readout probes).
+    # the from-scratch ViT learns slowest (docs/nano-sessions.md: readout probes).
     model = SAILVLModel.from_pretrained(directory)
     grid = model.vision_model.preprocessor.pos_embed
     with torch.no_grad():

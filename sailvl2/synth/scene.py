@@ -162,7 +162,7 @@ def sample_shape_scene(rng: random.Random, width: int = 224, height: int = 224,
 def sample_focus_shape_scene(rng: random.Random, width: int = 224, height: int = 224) -> ShapeScene:
     """One shape, ~4x its usual extent, near the centre: the warm-up ("focus") scenes. A from-scratch model
     first learns to read the image where the answer fills most image tokens; with small objects the
-    answer sits in one of many tokens and the language prior wins (docs/nano.md, "Why the first run
+    answer sits in one of many tokens and the language prior wins (docs/nano-sessions.md, "Why the first run
     ignored the image")."""
     size = rng.choice(tuple(SIZES))
     half = max(3, round(SIZES[size] * 1.3 * min(width, height)))  # 21-47% of the side
@@ -228,7 +228,7 @@ class TextScene:
     (monospaced), each word on its own row of cells, and ``x``/``y`` (the block's top-left) are multiples of
     ``slot``. With ``slot`` = the ViT patch size, every glyph sits at the same place inside one patch: the
     from-scratch nano ViT then learns to read 96 % of characters in 3000 steps, while at arbitrary offsets it
-    did not learn even single digits in 1500 (docs/nano.md, session 9). ``slot`` = 0 is the free layout (one
+    did not learn even single digits in 1500 (docs/nano-sessions.md, session 9). ``slot`` = 0 is the free layout (one
     proportional line)."""
 
     width: int
@@ -342,7 +342,7 @@ def sample_letter_scene(rng: random.Random, width: int = 224, height: int = 224,
     """A random string of 2-6 letters (a quarter of them in capitals), drawn like a word: the extra
     letter-reading images (``generate_suite(letter_images=...)``). Held-out words are never training words
     (split by signature), so reading them needs spelling what is drawn, letter by letter, which the suite's
-    few hundred word images do not teach (docs/nano.md, session 12)."""
+    few hundred word images do not teach (docs/nano-sessions.md, session 12)."""
     if slot and (width // slot < 2 or height // slot < 1):
         raise ValueError(f"a {width}x{height} image has too few {slot}-px text slots")
     longest = min(6, width // slot) if slot else 6

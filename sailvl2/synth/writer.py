@@ -161,7 +161,7 @@ def plan_letter_item(seed: int, index: int, size: tuple[int, int] = (224, 224), 
 
 
 # The train-only reading streams: stream -> (image folder and id infix, planner, generate_suite argument).
-# Neither is in train.jsonl, so the held-out splits do not change with them (docs/nano.md, sessions 11-12).
+# Neither is in train.jsonl, so the held-out splits do not change with them (docs/nano-sessions.md, sessions 11-12).
 _EXTRA_STREAMS: dict[str, tuple[str, Callable[..., Item], str]] = {
     "ocr-numbers": ("numbers", plan_number_item, "number_images"),
     "ocr-letters": ("letters", plan_letter_item, "letter_images"),
@@ -206,7 +206,7 @@ def dialogues(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One multi-turn record per image (or image set): the questions an item asks about its image(s), turn
     after turn, the image only in the first turn (the release's multi-turn prompt format, FACTS.md). The same
     answers as the single-turn records, but a packed row carries ~3x the supervised answers per image token:
-    on shapes, 300 steps reach 49.7 % held-out instead of 39.7 % (docs/nano.md, session 5, section 3)."""
+    on shapes, 300 steps reach 49.7 % held-out instead of 39.7 % (docs/nano-sessions.md, session 5, section 3)."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for row in rows:  # an item's records share their image(s) and are consecutive
         grouped.setdefault(json.dumps(row["image"]), []).append(row)
@@ -227,7 +227,7 @@ def dialogues(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # The question-answer streams of multi-task training and SFT. No captions: training on caption texts, before
-# or mixed into multi-task training, broke the nano model's read-out of one shape's attributes (docs/nano.md,
+# or mixed into multi-task training, broke the nano model's read-out of one shape's attributes (docs/nano-sessions.md,
 # session 6); the `captions` mixture stays available.
 _QA_STREAMS = ["shapes-dialogues", "ocr-dialogues", "charts-dialogues", "grounding-dialogues",
                "multi_image-dialogues", "reasoning"]
@@ -237,19 +237,19 @@ _MIXTURES: dict[str, list[str | tuple[str, float]]] = {
     # Grounding's and the charts' single-turn records besides their dialogues: a dialogue opens with locate
     # (charts: with the value questions), so describe, chart type and table rows were never asked first in
     # training, as every held-out question is. At 500 Muon steps, describe 38 % -> 78 % and boxes 25 % -> 43 %
-    # (docs/nano.md, session 10).
+    # (docs/nano-sessions.md, session 10).
     # `ocr-numbers`, `ocr-letters`: the extra reading images (generate_suite(number_images=...,
     # letter_images=...)); absent when there are none.
     "multitask": [*_QA_STREAMS, "grounding", "charts", "ocr-numbers", "ocr-letters"],
     # The multitask mixture with the spatial questions drawn 3x more often (the `spatial` stream) and
     # grounding's single-turn records besides its dialogues. On shapes alone it lifts position from 6 % to
     # 74 %; in the full ladder (run 13) it trades other shape tasks for place, so the ladder does not use it
-    # (docs/nano.md, session 8).
+    # (docs/nano-sessions.md, session 8).
     "multitask-spatial": [*_QA_STREAMS, ("spatial", 3), "grounding", "charts"],
     # A quarter of the extra reading images per epoch keeps reading trained through SFT.
     "sft": [*_QA_STREAMS, ("ocr-numbers", 0.25), ("ocr-letters", 0.25)],
     # LongCoT SFT replays the direct perception dialogues: without them the run-8 LongCoT stage lost 4 points
-    # of held-out perception that SFT had reached (docs/nano.md).
+    # of held-out perception that SFT had reached (docs/nano-sessions.md).
     "cot": ["reasoning-cot", "reasoning", "shapes-dialogues", "ocr-dialogues", "charts-dialogues",
             "grounding-dialogues", "multi_image-dialogues"],
     "focus": ["focus"],
@@ -279,7 +279,7 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
     ``number_images`` > 0 adds that many number-reading images to the train split only, as the stream
     ``ocr-numbers`` (``families/train-ocr-numbers.jsonl``, images in ``images/numbers/``; not in
     ``train.jsonl``), which the multi-task mixture draws whole and the SFT mixture a quarter of. The suite's
-    ~340 number images are too few for the nano model to learn reading digits (docs/nano.md, session 11).
+    ~340 number images are too few for the nano model to learn reading digits (docs/nano-sessions.md, session 11).
     ``letter_images`` > 0 likewise adds random letter strings the train split owns (stream ``ocr-letters``,
     ``images/letters/``): held-out words are never training words, so reading them means spelling.
     """

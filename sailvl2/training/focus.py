@@ -11,7 +11,7 @@ configured heads, the loss is
 
 averaged over the global batch's queries and scaled by ``weight``. It is not in the paper: the nano model
 (trained from scratch on a CPU) learns aggregate questions (counts) long before it learns to pick one image
-token by the question's attributes, and supervising one head's attention closes that gap (docs/nano.md,
+token by the question's attributes, and supervising one head's attention closes that gap (docs/nano-sessions.md,
 session 6). With ``weight: 0`` (the default) nothing is hooked and training is unchanged.
 
 FSDP2 / activation checkpointing: the scores are computed inside a pre-hook of the supervised attention module,

@@ -75,7 +75,7 @@ class Recipe:
     vit_last_n_blocks: int | None = None
     # Train only the LLM's token embeddings, final norm and LM head; its decoder layers stay frozen. The
     # nano warm-up uses it: a from-scratch LLM that trains its layers learns the answer prior first and
-    # stops reading the image, a frozen random body stays steerable by the vision features (docs/nano.md).
+    # stops reading the image, a frozen random body stays steerable by the vision features (docs/nano-sessions.md).
     llm_freeze_layers: bool = False
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()

@@ -164,7 +164,7 @@ class ConversationEncoder:
             # "top left" or every digit of a box.
             # Every reply weighs the same whatever its length: with per-query weights, the ~25 queries of a box
             # reply drowned the one of a colour answer, and the full nano ladder lost colour reading
-            # (docs/nano.md, session 7).
+            # (docs/nano-sessions.md, session 7).
             text = [t for t in reply if int(sample.input_ids[t]) != end_id]
             queries = []
             for token in text[:1] if self.focus_span == "first" else text:
