@@ -169,3 +169,24 @@ def test_text_share_fixes_the_text_images_per_batch(tiny_suite: Path) -> None:
     uniform = sample_batches(images, DenseConfig(batch_images=16))
     counts = [sum(is_text[str(path)] for path, _ in next(uniform)) for _ in range(50)]
     assert len(set(counts)) > 1  # uniform batches: the text count varies
+
+
+def test_extra_streams_add_their_images_to_training(tmp_path: Path) -> None:
+    """A train-only reading stream's images (paths relative to families/) join the training images with labels
+    from their own scenes; a missing stream is a DataError naming it."""
+    from sailvl2.data.errors import DataError
+
+    suite = tmp_path / "data"
+    generate_suite(suite, seed=4, sizes={"train": 30, "test": 10}, families=["shapes"], image_size=NANO_IMAGE_SIZE,
+                   workers=1, text_slot=28, letter_images=6)
+    base = load_images(suite, "train", grid=3, patches=6)
+    both = load_images(suite, "train", grid=3, patches=6, extra_streams=("ocr-letters",))
+    assert both[: len(base)] == base and len(both) == len(base) + 6
+    letters = [json.loads(line) for line in (suite / "families" / "train-ocr-letters.jsonl").read_text().splitlines()]
+    for (path, labels), record in zip(both[len(base):], letters):
+        assert path == suite / "images" / "letters" / Path(record["image"]).name and path.is_file()
+        # the character slots hold exactly the string's letters
+        drawn = "".join(CHARACTERS[c] for slots in labels["char_slots"] for c in slots if c < len(CHARACTERS))
+        assert sorted(drawn) == sorted(record["answer"])
+    with pytest.raises(DataError, match="ocr-numbers"):
+        load_images(suite, "train", grid=3, extra_streams=("ocr-numbers",))

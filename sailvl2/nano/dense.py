@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -64,6 +65,9 @@ class DenseConfig:
     # Share of every batch drawn from the text images (0: uniform over all images). They are ~1/6 of the
     # suite's images, and only they teach the character head.
     text_share: float = 0.0
+    # Train-only streams of the suite (``families/train-<name>.jsonl``) whose images join the training images,
+    # e.g. ("ocr-numbers", "ocr-letters"): thousands more text images for the character head (session 12).
+    extra_streams: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.char_target not in ("set", "slots"):
@@ -213,20 +217,29 @@ class DenseHeads(nn.Module):
         return counts
 
 
-def load_images(suite_dir: str | Path, split: str, grid: int,
-                patches: int = 0) -> list[tuple[Path, dict[str, list[Any]]]]:
-    """Every distinct image of a suite split with its dense labels (multi-image records give one per image)."""
+def load_images(suite_dir: str | Path, split: str, grid: int, patches: int = 0,
+                extra_streams: tuple[str, ...] = ()) -> list[tuple[Path, dict[str, list[Any]]]]:
+    """Every distinct image of a suite split with its dense labels (multi-image records give one per image),
+    then those of the split's ``extra_streams`` (``families/<split>-<stream>.jsonl``, paths relative to it)."""
     suite = Path(suite_dir)
-    seen: dict[str, dict[str, list[Any]]] = {}
-    for line in (suite / f"{split}.jsonl").read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        paths = [record["image"]] if isinstance(record["image"], str) else list(record["image"])
-        scenes = record["scene"]["images"] if record["scene"].get("type") == "multi" else [record["scene"]]
-        for path, scene in zip(paths, scenes):
-            if path not in seen:
-                seen[path] = dense_labels(scene, grid, patches)
+    seen: dict[Path, dict[str, list[Any]]] = {}
+    files = [(suite / f"{split}.jsonl", suite)]
+    for stream in extra_streams:
+        path = suite / "families" / f"{split}-{stream}.jsonl"
+        if not path.is_file():
+            raise DataError(f"{suite} has no stream {stream!r} ({path} is missing)")
+        files.append((path, suite / "families"))
+    for file, root in files:
+        for line in file.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            paths = [record["image"]] if isinstance(record["image"], str) else list(record["image"])
+            scenes = record["scene"]["images"] if record["scene"].get("type") == "multi" else [record["scene"]]
+            for path, scene in zip(paths, scenes):
+                image = Path(os.path.normpath(root / path))
+                if image not in seen:
+                    seen[image] = dense_labels(scene, grid, patches)
     # Every image: charts and tables only carry the row / column labels, but the ViT sees them before the LLM.
-    return [(suite / path, labels) for path, labels in seen.items()]
+    return list(seen.items())
 
 
 def sample_batches(items: list[tuple[Path, dict[str, list[Any]]]],
@@ -291,7 +304,7 @@ def train_dense(init_dir: str | Path, suite_dir: str | Path, out_dir: str | Path
     if config.char_target == "slots" and patches % grid:
         raise ConfigError(f"char_target 'slots' needs whole patches per token, got {patches} patches for {grid} tokens")
     patches = patches if config.char_target == "slots" else 0
-    train = load_images(suite_dir, "train", grid, patches)
+    train = load_images(suite_dir, "train", grid, patches, config.extra_streams)
     test = load_images(suite_dir, "test", grid, patches)[: config.eval_images]
     if not train:
         raise DataError(f"{suite_dir} has no training images")
@@ -363,11 +376,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--word-aligned", action="store_true", help="attribute heads on the LLM's word embeddings")
     parser.add_argument("--char-target", choices=("set", "slots"), default="set",
                         help="characters per token as a set, or one per ViT patch (for the slot text layout)")
+    parser.add_argument("--extra-streams", default="",
+                        help="comma-separated train-only streams whose images join training (ocr-numbers,ocr-letters)")
     args = parser.parse_args(argv)
     summary = train_dense(args.init_dir, args.suite_dir, args.out_dir,
                           DenseConfig(steps=args.steps, batch_images=args.batch_images, lr=args.lr, seed=args.seed,
                                       word_aligned=args.word_aligned, char_target=args.char_target,
-                                      text_share=args.text_share),
+                                      text_share=args.text_share,
+                                      extra_streams=tuple(filter(None, args.extra_streams.split(",")))),
                           device=args.device)
     print(json.dumps(summary, indent=2))
     return 0
