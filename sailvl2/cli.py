@@ -52,12 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     nano.add_argument("--out", default="runs/nano", help="output folder (data, stage runs, report.md)")
     nano.add_argument("--preset", choices=("full", "smoke"), default="full")
     nano.add_argument("--seed", type=int, default=0)
-    nano.add_argument("--text-layout", choices=("free", "slots"), default="free",
-                      help="slots: one character per ViT patch in the suite's text (experiment; docs/nano-sessions.md)")
-    nano.add_argument("--number-images", type=int, default=0,
-                      help="extra number-reading images for the train split (experiment; docs/nano-sessions.md, session 11)")
-    nano.add_argument("--letter-images", type=int, default=0,
-                      help="extra letter-string reading images for the train split (experiment; docs/nano-sessions.md, session 12)")
+    nano.add_argument("--text-layout", choices=("free", "slots"), default=None,
+                      help="slots: one character per ViT patch in the suite's text (default: the preset's; full: slots)")
+    nano.add_argument("--number-images", type=int, default=None,
+                      help="extra number-reading images for the train split (default: the preset's; full: 8000)")
+    nano.add_argument("--letter-images", type=int, default=None,
+                      help="extra letter-string images for the train split (default: the preset's; full: 8000)")
 
     soup = commands.add_parser("soup", help="average homogeneous checkpoints into one (model soup)")
     soup.add_argument("checkpoints", nargs="+", help="checkpoint directories with identical architectures")

@@ -44,9 +44,14 @@ STAGES = (  # (stage, recipe, mixture file written by the suite generator)
     ("longcot", "nano_longcot", "cot"),
 )
 PRESETS: dict[str, dict[str, Any]] = {
+    # The shipped model (run 22, docs/nano-sessions.md, session 12): text one character per ViT patch, and
+    # 8000 extra number and 8000 letter-string images to learn reading from.
     "full": {"sizes": {"train": 20000, "val": 500, "test": 1000}, "eval_limit": 600, "overrides": {},
-             "dense": DenseConfig(steps=1500, word_aligned=True)},
+             "dense": DenseConfig(steps=1500, word_aligned=True),
+             "text_layout": "slots", "number_images": 8000, "letter_images": 8000},
+    # CI-sized: the free layout and no extra images keep it within about 2 minutes.
     "smoke": {"sizes": {"train": 1200, "val": 40, "test": 160}, "eval_limit": 160,
+              "text_layout": "free", "number_images": 0, "letter_images": 0,
               "dense": DenseConfig(steps=300, word_aligned=True, eval_images=64),
               "overrides": {"multitask": ["max_steps=160"],
                             "sft": ["max_steps=200"], "longcot": ["max_steps=12"]},
@@ -75,15 +80,20 @@ def loss_ends(losses: list[float]) -> tuple[float, float]:
 
 
 def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: int = 0,
-               stages: tuple[str, ...] | None = None, text_layout: str = "free",
-               number_images: int = 0, letter_images: int = 0) -> dict[str, Any]:
-    """Run the ladder into ``out_dir``. ``text_layout="slots"`` draws the suite's text one character per ViT
-    patch and trains the dense stage's character head per patch (session 9 of docs/nano-sessions.md). ``number_images``
-    > 0 adds that many number-reading images to the train split (the ``ocr-numbers`` stream of the multi-task
-    and SFT mixtures). With both (``slots``, 8000), run 21 read every held-out number, where the shipped run 19
-    reads none, but its boxes fell from 89.5 % to 60.5 % (docs/nano-sessions.md, session 11); the defaults reproduce
-    run 19, the shipped model. ``letter_images`` > 0 adds random letter strings likewise (``ocr-letters``; held-out
-    words are never training words, so reading them needs spelling: docs/nano-sessions.md, session 12)."""
+               stages: tuple[str, ...] | None = None, text_layout: str | None = None,
+               number_images: int | None = None, letter_images: int | None = None) -> dict[str, Any]:
+    """Run the ladder into ``out_dir``; the suite settings left at None come from the preset (the full preset's
+    reproduce the shipped model, run 22). ``text_layout="slots"`` draws the suite's text one character per ViT
+    patch and trains the dense stage's character head per patch (docs/nano-sessions.md, session 9).
+    ``number_images`` > 0 adds that many number-reading images to the train split (the ``ocr-numbers`` stream of
+    the multi-task and SFT mixtures; session 11), ``letter_images`` > 0 random letter strings likewise
+    (``ocr-letters``: held-out words are never training words, so reading them needs spelling; session 12)."""
+    settings = PRESETS.get(preset)
+    if settings is None:
+        raise ConfigError(f"preset must be one of {list(PRESETS)}, got {preset!r}")
+    text_layout = settings["text_layout"] if text_layout is None else text_layout
+    number_images = settings["number_images"] if number_images is None else number_images
+    letter_images = settings["letter_images"] if letter_images is None else letter_images
     if text_layout not in TEXT_LAYOUTS:
         raise ConfigError(f"text_layout must be one of {TEXT_LAYOUTS}, got {text_layout!r}")
     for argument, count in (("number_images", number_images), ("letter_images", letter_images)):
@@ -94,7 +104,6 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
     from ..training.recipe import load_recipe
     from ..training.trainer import Trainer
 
-    settings = PRESETS[preset]
     out = Path(out_dir)
     started = time.perf_counter()
     data = out / "data"

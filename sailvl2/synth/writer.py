@@ -239,8 +239,11 @@ _MIXTURES: dict[str, list[str | tuple[str, float]]] = {
     # training, as every held-out question is. At 500 Muon steps, describe 38 % -> 78 % and boxes 25 % -> 43 %
     # (docs/nano-sessions.md, session 10).
     # `ocr-numbers`, `ocr-letters`: the extra reading images (generate_suite(number_images=...,
-    # letter_images=...)); absent when there are none.
-    "multitask": [*_QA_STREAMS, "grounding", "charts", "ocr-numbers", "ocr-letters"],
+    # letter_images=...)); absent when there are none. With them in the mixture, grounding is drawn twice and
+    # the numbers at half their count: the reading streams took draws from grounding, and its boxes fell
+    # (run 21, 60.5 %; docs/nano-sessions.md, sessions 11-12).
+    "multitask": ["shapes-dialogues", "ocr-dialogues", "charts-dialogues", ("grounding-dialogues", 2),
+                  "multi_image-dialogues", "reasoning", ("grounding", 2), "charts", ("ocr-numbers", 0.5), "ocr-letters"],
     # The multitask mixture with the spatial questions drawn 3x more often (the `spatial` stream) and
     # grounding's single-turn records besides its dialogues. On shapes alone it lifts position from 6 % to
     # 74 %; in the full ladder (run 13) it trades other shape tasks for place, so the ladder does not use it
