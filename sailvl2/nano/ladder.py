@@ -142,10 +142,6 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
             dense = replace(settings["dense"], seed=seed)
             if text_layout == "slots":  # per-patch characters; text images at half of each batch, 2x the steps
                 dense = replace(dense, char_target="slots", text_share=0.5, steps=2 * dense.steps)
-            # the extra reading images teach the character head too (the suite alone has ~1300 text images)
-            extra = tuple(stream for stream, count in (("ocr-numbers", number_images), ("ocr-letters", letter_images))
-                          if count)
-            dense = replace(dense, extra_streams=extra)
             summary = train_dense(previous, data, out / stage, dense)
             previous = out / stage / "final"
             first, last = loss_ends(_losses(out / stage))
