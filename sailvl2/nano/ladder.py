@@ -107,7 +107,8 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
     out = Path(out_dir)
     started = time.perf_counter()
     data = out / "data"
-    wanted = {"seed": seed, "text_slot": NANO_PATCH if text_layout == "slots" else 0,
+    text_slot = NANO_PATCH if text_layout == "slots" else 0
+    wanted = {"seed": seed, "text_slot": text_slot,
               "number_images": number_images, "letter_images": letter_images,
               "train_records": settings["sizes"]["train"]}
     if (data / "manifest.json").is_file():  # a rerun into the same folder reuses its suite, if it is the same one
@@ -121,8 +122,7 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
                               "use a new output folder")
     else:
         generate_suite(data, seed=seed, sizes=settings["sizes"], image_size=NANO_IMAGE_SIZE, overwrite=True,
-                       text_slot=NANO_PATCH if text_layout == "slots" else 0,
-                       number_images=number_images, letter_images=letter_images)
+                       text_slot=text_slot, number_images=number_images, letter_images=letter_images)
     init = out / "init"
     if not (init / "config.json").is_file():
         build_nano_init(init, _corpus(data / "train.jsonl"), seed=seed)

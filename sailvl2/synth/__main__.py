@@ -1,5 +1,5 @@
 """``python -m sailvl2.synth OUT_DIR [--train N --val N --test N --seed S --workers W --text-slot PX
---number-images N --check]``."""
+--number-images N --letter-images N --check]``."""
 
 from __future__ import annotations
 

@@ -239,11 +239,12 @@ _MIXTURES: dict[str, list[str | tuple[str, float]]] = {
     # training, as every held-out question is. At 500 Muon steps, describe 38 % -> 78 % and boxes 25 % -> 43 %
     # (docs/nano-sessions.md, session 10).
     # `ocr-numbers`, `ocr-letters`: the extra reading images (generate_suite(number_images=...,
-    # letter_images=...)); absent when there are none. With them in the mixture, grounding is drawn twice and
-    # the numbers at half their count: the reading streams took draws from grounding, and its boxes fell
-    # (run 21, 60.5 %; docs/nano-sessions.md, sessions 11-12).
+    # letter_images=...)); absent when there are none. Grounding is drawn twice and the numbers at half their
+    # count: the reading streams took draws from grounding, and its boxes fell (run 21, 60.5 %;
+    # docs/nano-sessions.md, sessions 11-12).
     "multitask": ["shapes-dialogues", "ocr-dialogues", "charts-dialogues", ("grounding-dialogues", 2),
-                  "multi_image-dialogues", "reasoning", ("grounding", 2), "charts", ("ocr-numbers", 0.5), "ocr-letters"],
+                  "multi_image-dialogues", "reasoning", ("grounding", 2), "charts", ("ocr-numbers", 0.5),
+                  "ocr-letters"],
     # The multitask mixture with the spatial questions drawn 3x more often (the `spatial` stream) and
     # grounding's single-turn records besides its dialogues. On shapes alone it lifts position from 6 % to
     # 74 %; in the full ladder (run 13) it trades other shape tasks for place, so the ladder does not use it
@@ -282,7 +283,8 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
     ``text_slot`` > 0 draws the text scenes in the slot layout (one character per ``text_slot``-px cell).
     ``number_images`` > 0 adds that many number-reading images to the train split only, as the stream
     ``ocr-numbers`` (``families/train-ocr-numbers.jsonl``, images in ``images/numbers/``; not in
-    ``train.jsonl``), which the multi-task mixture draws whole and the SFT mixture a quarter of. The suite's
+    ``train.jsonl``), which the multi-task mixture draws at half and the SFT and LongCoT mixtures at a quarter
+    (``ocr-letters``: whole, a quarter, a quarter). The suite's
     ~340 number images are too few for the nano model to learn reading digits (docs/nano-sessions.md, session 11).
     ``letter_images`` > 0 likewise adds random letter strings the train split owns (stream ``ocr-letters``,
     ``images/letters/``): held-out words are never training words, so reading them means spelling.
