@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     nano.add_argument("--seed", type=int, default=0)
     nano.add_argument("--text-layout", choices=("free", "slots"), default=None,
                       help="slots: one character per ViT patch in the suite's text (default: the preset's; full: slots)")
+    nano.add_argument("--chart-layout", choices=("free", "slots"), default=None,
+                      help="slots: charts' and tables' text likewise (default: the preset's; full: slots)")
+    nano.add_argument("--chart-images", type=int, default=None,
+                      help="extra chart and table read-out images for the train split (default: preset's; full: 8000)")
     nano.add_argument("--number-images", type=int, default=None,
                       help="extra number-reading images for the train split (default: the preset's; full: 8000)")
     nano.add_argument("--letter-images", type=int, default=None,
@@ -215,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .nano.ladder import run_ladder
 
             run_ladder(args.out, preset=args.preset, seed=args.seed, text_layout=args.text_layout,
-                       number_images=args.number_images, letter_images=args.letter_images)
+                       number_images=args.number_images, letter_images=args.letter_images,
+                       chart_layout=args.chart_layout, chart_images=args.chart_images)
             print((Path(args.out) / "report.md").read_text())
             return 0
         return _chat(args) if args.command == "chat" else _info(args)

@@ -50,6 +50,12 @@ def test_text_layout_and_number_images_are_checked_before_any_work(tmp_path, cap
     with pytest.raises(ConfigError, match="letter_images"):
         run_ladder(tmp_path / "run", preset="smoke", letter_images=-1)
     assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="chart_images must be >= 0"):
+        run_ladder(tmp_path / "run", preset="smoke", chart_images=-2)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="chart_layout must be one of"):
+        run_ladder(tmp_path / "run", preset="smoke", chart_layout="grid")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_rerun_refuses_a_suite_generated_with_other_settings(tmp_path):
@@ -63,9 +69,10 @@ def test_a_rerun_refuses_a_suite_generated_with_other_settings(tmp_path):
 
     data = tmp_path / "run" / "data"
     generate_suite(data, seed=0, sizes={"train": 12, "test": 4}, families=["ocr"], image_size=168, workers=1,
-                   number_images=3)
+                   number_images=3, chart_slot=28)
     before = sorted(p.name for p in (tmp_path / "run").iterdir())
     with pytest.raises(ConfigError, match="number_images 3 \\(this run: 0\\)") as error:
         run_ladder(tmp_path / "run", preset="smoke", stages=("align",))
     assert "train_records 12 (this run: 1200)" in str(error.value) and "seed" not in str(error.value)
+    assert "chart_slot 28 (this run: 0)" in str(error.value)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before == ["data"]  # nothing trained

@@ -71,12 +71,19 @@ class DenseConfig:
     # images 12 to 1, and random strings lack the letter statistics of the held-out words; docs/nano-sessions.md,
     # session 12).
     extra_streams: tuple[str, ...] = ()
+    # Weight of the box loss (0: off): per token holding a shape, a linear head regresses the shape's pixel
+    # box in units of the token's cell. Grounding answers need the shape's place inside its cell (the shapes
+    # jitter by up to 8 px); run 22 missed 24 % of held-out boxes, most by a few pixels (IoU 0.3-0.46), and
+    # with this target at weight 4 (the ladder's) run 24 missed 5 % (docs/nano-sessions.md, session 13).
+    box_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.char_target not in ("set", "slots"):
             raise ConfigError(f"char_target must be 'set' or 'slots', got {self.char_target!r}")
         if not 0.0 <= self.text_share < 1.0:
             raise ConfigError(f"text_share must be in [0, 1), got {self.text_share}")
+        if self.box_weight < 0:
+            raise ConfigError(f"box_weight must be >= 0, got {self.box_weight}")
 
 
 def cell_of(x: float, y: float, width: int, height: int, grid: int) -> int:
@@ -86,31 +93,39 @@ def cell_of(x: float, y: float, width: int, height: int, grid: int) -> int:
     return row * grid + col
 
 
-def dense_labels(scene: dict[str, Any], grid: int, patches: int = 0) -> dict[str, list[Any]]:
+def dense_labels(scene: dict[str, Any], grid: int, patches: int = 0) -> dict[str, Any]:
     """Per-token labels of one image's scene (``to_dict`` form): class indices per shape attribute (the "none"
-    class where a cell is empty, IGNORE everywhere for non-shape scenes), the row and column of every cell,
-    and per cell the multi-hot of the characters centred in it (all zeros where there are none; None for
-    scenes whose text is not tracked: charts and tables). With ``patches`` (the ViT patch grid side, a multiple
-    of ``grid``), ``char_slots`` holds per token the character index centred in each of its patches
-    (row-major; ``len(CHARACTERS)`` = none)."""
+    class where a cell is empty, IGNORE everywhere for non-shape scenes), the shape's pixel box (x1, y1, x2, y2)
+    in units of its cell, from the cell's top-left corner (None where there is no shape), the row and column of
+    every cell, and per cell the multi-hot of the characters centred in it (all zeros where there are none; None
+    for scenes whose text is not tracked: free-layout charts and tables). With ``patches`` (the ViT patch grid
+    side, a multiple of ``grid``), ``char_slots`` holds per token the character index centred in each of its
+    patches (row-major; ``len(CHARACTERS)`` = none). ``type`` is the scene's type."""
     cells = grid * grid
     labels: dict[str, list[Any]] = {name: [IGNORE] * cells for name in SHAPE_ATTRIBUTES}
     # The scene grid row / column under each token cell's centre (the same cell when grid == GRID).
     labels["row"] = [min(GRID - 1, int((cell // grid + 0.5) * GRID / grid)) for cell in range(cells)]
     labels["column"] = [min(GRID - 1, int((cell % grid + 0.5) * GRID / grid)) for cell in range(cells)]
     labels["chars"] = [None] * cells
+    labels["box"] = [None] * cells  # no shape: left out of the box loss
+    labels["type"] = scene.get("type")  # for `text_share`
     if patches:
         labels["char_slots"] = _char_slots(scene, grid, patches)
     kind = scene.get("type")
     if kind == "shapes":
         for name, classes in SHAPE_ATTRIBUTES.items():
             labels[name] = [len(classes)] * cells
-        for shape in scene["shapes"]:
+        cell_w, cell_h = scene["width"] / grid, scene["height"] / grid
+        for shape, drawn in zip(scene["shapes"], scene_from_dict(scene).shapes):
             cell = cell_of(shape["cx"], shape["cy"], scene["width"], scene["height"], grid)
             for name, classes in SHAPE_ATTRIBUTES.items():
                 labels[name][cell] = classes.index(shape[name])
+            x1, y1, x2, y2 = drawn.bbox()  # the box grounding answers give, relative to the cell's corner
+            left, top = cell % grid * cell_w, cell // grid * cell_h
+            labels["box"][cell] = [(x1 - left) / cell_w, (y1 - top) / cell_h,
+                                   (x2 - left) / cell_w, (y2 - top) / cell_h]
         labels["chars"] = [[0.0] * len(CHARACTERS) for _ in range(cells)]
-    elif kind == "text":
+    elif _tracks_characters(scene):
         labels["chars"] = [[0.0] * len(CHARACTERS) for _ in range(cells)]
         for char, x, y in scene_from_dict(scene).character_centres():
             if char in CHARACTERS:
@@ -118,11 +133,16 @@ def dense_labels(scene: dict[str, Any], grid: int, patches: int = 0) -> dict[str
     return labels
 
 
+def _tracks_characters(scene: dict[str, Any]) -> bool:
+    """Text scenes, and charts and tables in the slot layout (synth/charts.py), know where each character is."""
+    return scene.get("type") == "text" or (scene.get("type") in ("chart", "table") and bool(scene.get("slot")))
+
+
 def _char_slots(scene: dict[str, Any], grid: int, patches: int) -> list[list[int]]:
-    # Charts and tables get "none" everywhere too; their `chars_mask` leaves them out of the loss.
+    # Free-layout charts and tables get "none" everywhere too; their `chars_mask` leaves them out of the loss.
     ratio = patches // grid
     slots = [[len(CHARACTERS)] * ratio * ratio for _ in range(grid * grid)]
-    if scene["type"] == "text":
+    if _tracks_characters(scene):
         for char, x, y in scene_from_dict(scene).character_centres():
             if char in CHARACTERS:  # two centres in one patch (free layout, small fonts): the later one stays
                 row = min(patches - 1, int(y * patches / scene["height"]))
@@ -169,7 +189,7 @@ class DenseHeads(nn.Module):
     LLM can copy an attribute from the image token it attends to."""
 
     def __init__(self, hidden_size: int, word_vectors: dict[str, torch.Tensor] | None = None,
-                 slots_per_token: int = 0) -> None:
+                 slots_per_token: int = 0, box_weight: float = 0.0) -> None:
         super().__init__()
         self.attributes = nn.ModuleDict({
             name: _WordHead(word_vectors[name]) if word_vectors else nn.Linear(hidden_size, len(classes) + 1)
@@ -177,6 +197,9 @@ class DenseHeads(nn.Module):
         self.slots_per_token = slots_per_token
         # Either the character set of a cell, or (slots_per_token > 0) the character of each patch in order.
         self.chars = nn.Linear(hidden_size, slots_per_token * (len(CHARACTERS) + 1) or len(CHARACTERS))
+        # The shape's box in its cell's units (DenseConfig.box_weight); None when off.
+        self.box = nn.Linear(hidden_size, 4) if box_weight else None
+        self.box_weight = box_weight
 
     def _slot_logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.chars(features).unflatten(-1, (self.slots_per_token, len(CHARACTERS) + 1))
@@ -196,6 +219,10 @@ class DenseHeads(nn.Module):
         elif mask.any():
             logits = self.chars(features)[mask]
             losses["chars"] = nn.functional.binary_cross_entropy_with_logits(logits.float(), batch["chars"][mask])
+        held = ~batch["box"][..., 0].isnan()
+        if self.box is not None and held.any():
+            predicted = self.box(features)[held].float()
+            losses["box"] = self.box_weight * nn.functional.l1_loss(predicted, batch["box"][held])
         return losses
 
     @torch.no_grad()
@@ -213,11 +240,25 @@ class DenseHeads(nn.Module):
             held = batch["chars_mask"][..., None] & (target != len(CHARACTERS))
             right = (self._slot_logits(features).argmax(-1) == target) & held
             counts["chars"] = (int(right.sum()), int(held.sum()))
+        if self.box is not None:  # boxes with IoU >= 0.5, grounding's criterion
+            held = ~batch["box"][..., 0].isnan()
+            counts["box"] = (int((box_iou(self.box(features)[held].float(), batch["box"][held]) >= 0.5).sum()),
+                             int(held.sum()))
+        if self.slots_per_token:
             return counts
         with_text = batch["chars_mask"] & (batch["chars"].sum(-1) > 0)
         exact = ((self.chars(features) > 0).float() == batch["chars"]).all(-1)
         counts["chars"] = (int(exact[with_text].sum()), int(with_text.sum()))
         return counts
+
+
+def box_iou(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Row-wise intersection over union of (x1, y1, x2, y2) boxes (a degenerate predicted box scores 0)."""
+    width = (torch.minimum(predicted[:, 2], target[:, 2]) - torch.maximum(predicted[:, 0], target[:, 0])).clamp(min=0)
+    height = (torch.minimum(predicted[:, 3], target[:, 3]) - torch.maximum(predicted[:, 1], target[:, 1])).clamp(min=0)
+    inter = width * height
+    area = lambda b: (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)  # noqa: E731
+    return inter / (area(predicted) + area(target) - inter).clamp(min=1e-9)
 
 
 def load_images(suite_dir: str | Path, split: str, grid: int, patches: int = 0,
@@ -261,9 +302,11 @@ def sample_batches(items: list[tuple[Path, dict[str, list[Any]]]],
             yield rng.sample(items, min(config.batch_images, len(items)))
 
 
-def _is_text(labels: dict[str, list[Any]]) -> bool:
-    """A text scene: characters are tracked and no cell has shape labels."""
-    return labels["chars"][0] is not None and all(v == IGNORE for v in labels["kind"])
+def _is_text(labels: dict[str, Any]) -> bool:
+    """A text scene. Slot-layout charts and tables have characters too, but they do not count: run 23 drew them
+    into the text share, the text images per batch fell from 8 to ~3.5, and held-out words fell from 62 % to
+    38 % after the multi-task stage (docs/nano-sessions.md, session 13)."""
+    return labels["type"] == "text"
 
 
 def _collate(items: list[tuple[Path, dict[str, list[Any]]]], processor: Any, device: torch.device,
@@ -280,6 +323,8 @@ def _collate(items: list[tuple[Path, dict[str, list[Any]]]], processor: Any, dev
                                    for _, labels in items], device=device)
     batch["chars_mask"] = torch.tensor([[labels["chars"][0] is not None] * cells for _, labels in items],
                                        device=device)
+    nan = [float("nan")] * 4  # marks the cells without a shape
+    batch["box"] = torch.tensor([[box or nan for box in labels["box"]] for _, labels in items], device=device)
     if "char_slots" in items[0][1]:
         batch["char_slots"] = torch.tensor([labels["char_slots"] for _, labels in items], device=device)
     return pixel_values, batch
@@ -314,7 +359,7 @@ def train_dense(init_dir: str | Path, suite_dir: str | Path, out_dir: str | Path
     model.language_model.requires_grad_(False)
     vectors = word_vectors(model, processor.tokenizer) if config.word_aligned else None
     slots_per_token = (patches // grid) ** 2 if patches else 0
-    heads = DenseHeads(model.config.llm_config.hidden_size, vectors, slots_per_token).to(device)
+    heads = DenseHeads(model.config.llm_config.hidden_size, vectors, slots_per_token, config.box_weight).to(device)
     params = [*model.vision_model.parameters(), *model.mlp1.parameters(), *heads.parameters()]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up over 5 %, then cosine to 10 %
@@ -354,9 +399,10 @@ def train_dense(init_dir: str | Path, suite_dir: str | Path, out_dir: str | Path
 @torch.no_grad()
 def evaluate_dense(model: Any, heads: DenseHeads, processor: Any, images: list[tuple[Path, dict[str, list[Any]]]],
                    device: torch.device, batch_images: int = 32) -> dict[str, float]:
-    """Held-out accuracy per attribute (cells holding a shape) and for the characters of a cell."""
+    """Held-out accuracy per attribute (cells holding a shape), for the characters of a cell and, with the box
+    head, the share of shapes whose predicted box has IoU >= 0.5."""
     model.eval()
-    totals = {name: [0, 0] for name in (*ATTRIBUTES, "chars")}
+    totals = {name: [0, 0] for name in (*ATTRIBUTES, "chars", "box")}
     for start in range(0, len(images), batch_images):
         pixel_values, batch = _collate(images[start:start + batch_images], processor, device, torch.float32)
         for name, (right, total) in heads.correct(model.get_image_features(pixel_values), batch).items():
@@ -379,13 +425,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--word-aligned", action="store_true", help="attribute heads on the LLM's word embeddings")
     parser.add_argument("--char-target", choices=("set", "slots"), default="set",
                         help="characters per token as a set, or one per ViT patch (for the slot text layout)")
+    parser.add_argument("--box-weight", type=float, default=0.0,
+                        help="weight of a per-token box regression loss on the shapes (0: off)")
     parser.add_argument("--extra-streams", default="",
                         help="comma-separated train-only streams whose images join training (ocr-numbers,ocr-letters)")
     args = parser.parse_args(argv)
     summary = train_dense(args.init_dir, args.suite_dir, args.out_dir,
                           DenseConfig(steps=args.steps, batch_images=args.batch_images, lr=args.lr, seed=args.seed,
                                       word_aligned=args.word_aligned, char_target=args.char_target,
-                                      text_share=args.text_share,
+                                      text_share=args.text_share, box_weight=args.box_weight,
                                       extra_streams=tuple(filter(None, args.extra_streams.split(",")))),
                           device=args.device)
     print(json.dumps(summary, indent=2))

@@ -44,14 +44,16 @@ STAGES = (  # (stage, recipe, mixture file written by the suite generator)
     ("longcot", "nano_longcot", "cot"),
 )
 PRESETS: dict[str, dict[str, Any]] = {
-    # The shipped model (run 22, docs/nano-sessions.md, session 12): text one character per ViT patch, and
-    # 8000 extra number and 8000 letter-string images to learn reading from.
+    # Run 24's settings (docs/nano-sessions.md, session 13): text, charts and tables one character per ViT patch;
+    # 8000 extra number, 8000 letter-string and 8000 chart read-out images; the vision stage also learns each
+    # shape's box. Run 24 is the shipped model (sailvl2/assets/nano).
     "full": {"sizes": {"train": 20000, "val": 500, "test": 1000}, "eval_limit": 600, "overrides": {},
-             "dense": DenseConfig(steps=1500, word_aligned=True),
-             "text_layout": "slots", "number_images": 8000, "letter_images": 8000},
+             "dense": DenseConfig(steps=1500, word_aligned=True, box_weight=4.0),
+             "text_layout": "slots", "chart_layout": "slots", "number_images": 8000, "letter_images": 8000,
+             "chart_images": 8000},
     # CI-sized: the free layout and no extra images keep it within about 2 minutes.
     "smoke": {"sizes": {"train": 1200, "val": 40, "test": 160}, "eval_limit": 160,
-              "text_layout": "free", "number_images": 0, "letter_images": 0,
+              "text_layout": "free", "chart_layout": "free", "number_images": 0, "letter_images": 0, "chart_images": 0,
               "dense": DenseConfig(steps=300, word_aligned=True, eval_images=64),
               "overrides": {"multitask": ["max_steps=160"],
                             "sft": ["max_steps=200"], "longcot": ["max_steps=12"]},
@@ -81,22 +83,29 @@ def loss_ends(losses: list[float]) -> tuple[float, float]:
 
 def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: int = 0,
                stages: tuple[str, ...] | None = None, text_layout: str | None = None,
-               number_images: int | None = None, letter_images: int | None = None) -> dict[str, Any]:
+               number_images: int | None = None, letter_images: int | None = None,
+               chart_layout: str | None = None, chart_images: int | None = None) -> dict[str, Any]:
     """Run the ladder into ``out_dir``; the suite settings left at None come from the preset (the full preset's
-    reproduce the shipped model, run 22). ``text_layout="slots"`` draws the suite's text one character per ViT
+    reproduce the shipped model, run 24). ``text_layout="slots"`` draws the suite's text one character per ViT
     patch and trains the dense stage's character head per patch (docs/nano-sessions.md, session 9).
     ``number_images`` > 0 adds that many number-reading images to the train split (the ``ocr-numbers`` stream of
     the multi-task and SFT mixtures; session 11), ``letter_images`` > 0 random letter strings likewise
-    (``ocr-letters``: held-out words are never training words, so reading them needs spelling; session 12)."""
+    (``ocr-letters``: held-out words are never training words, so reading them needs spelling; session 12).
+    ``chart_layout="slots"`` draws the charts and tables that way too (synth/charts.py; session 13), and
+    ``chart_images`` > 0 adds that many charts and tables asked for one value or cell (``charts-read``)."""
     settings = PRESETS.get(preset)
     if settings is None:
         raise ConfigError(f"preset must be one of {list(PRESETS)}, got {preset!r}")
     text_layout = settings["text_layout"] if text_layout is None else text_layout
+    chart_layout = settings["chart_layout"] if chart_layout is None else chart_layout
     number_images = settings["number_images"] if number_images is None else number_images
     letter_images = settings["letter_images"] if letter_images is None else letter_images
-    if text_layout not in TEXT_LAYOUTS:
-        raise ConfigError(f"text_layout must be one of {TEXT_LAYOUTS}, got {text_layout!r}")
-    for argument, count in (("number_images", number_images), ("letter_images", letter_images)):
+    chart_images = settings["chart_images"] if chart_images is None else chart_images
+    for argument, layout in (("text_layout", text_layout), ("chart_layout", chart_layout)):
+        if layout not in TEXT_LAYOUTS:
+            raise ConfigError(f"{argument} must be one of {TEXT_LAYOUTS}, got {layout!r}")
+    for argument, count in (("number_images", number_images), ("letter_images", letter_images),
+                            ("chart_images", chart_images)):
         if count < 0:
             raise ConfigError(f"{argument} must be >= 0, got {count}")
     from ..api import load
@@ -108,8 +117,9 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
     started = time.perf_counter()
     data = out / "data"
     text_slot = NANO_PATCH if text_layout == "slots" else 0
-    wanted = {"seed": seed, "text_slot": text_slot,
-              "number_images": number_images, "letter_images": letter_images,
+    chart_slot = NANO_PATCH if chart_layout == "slots" else 0
+    wanted = {"seed": seed, "text_slot": text_slot, "chart_slot": chart_slot,
+              "number_images": number_images, "letter_images": letter_images, "chart_images": chart_images,
               "train_records": settings["sizes"]["train"]}
     if (data / "manifest.json").is_file():  # a rerun into the same folder reuses its suite, if it is the same one
         manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
@@ -122,7 +132,8 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
                               "use a new output folder")
     else:
         generate_suite(data, seed=seed, sizes=settings["sizes"], image_size=NANO_IMAGE_SIZE, overwrite=True,
-                       text_slot=text_slot, number_images=number_images, letter_images=letter_images)
+                       text_slot=text_slot, number_images=number_images, letter_images=letter_images,
+                       chart_slot=chart_slot, chart_images=chart_images)
     init = out / "init"
     if not (init / "config.json").is_file():
         build_nano_init(init, _corpus(data / "train.jsonl"), seed=seed)
@@ -131,16 +142,21 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
     previous, report = init, {"preset": preset, "seed": seed, "stages": [], "chance": chance}
     if text_layout != "free":
         report["text_layout"] = text_layout
+    if chart_layout != "free":
+        report["chart_layout"] = chart_layout
     if number_images:
         report["number_images"] = number_images
     if letter_images:
         report["letter_images"] = letter_images
+    if chart_images:
+        report["chart_images"] = chart_images
     for stage, recipe_name, mixture in STAGES:
         if stages is not None and stage not in stages:
             continue
         if recipe_name == DENSE:
             dense = replace(settings["dense"], seed=seed)
-            if text_layout == "slots":  # per-patch characters; text images at half of each batch, 2x the steps
+            # Per-patch characters; the images with text at half of each batch, twice the steps.
+            if "slots" in (text_layout, chart_layout):
                 dense = replace(dense, char_target="slots", text_share=0.5, steps=2 * dense.steps)
             summary = train_dense(previous, data, out / stage, dense)
             previous = out / stage / "final"

@@ -23,18 +23,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--text-slot", type=int, default=0,
                         help="draw text one character per PX-pixel cell (the slot layout; 0: free layout)")
+    parser.add_argument("--chart-slot", type=int, default=0,
+                        help="draw charts and tables one character per PX-pixel cell (0: free layout)")
     parser.add_argument("--number-images", type=int, default=0,
                         help="extra number-reading images for the train split (stream ocr-numbers)")
     parser.add_argument("--letter-images", type=int, default=0,
                         help="extra letter-string reading images for the train split (stream ocr-letters)")
+    parser.add_argument("--chart-images", type=int, default=0,
+                        help="extra chart and table read-out images for the train split (stream charts-read)")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--check", action="store_true", help="run the independent checker afterwards")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     manifest = generate_suite(args.out_dir, args.seed, {"train": args.train, "val": args.val, "test": args.test},
                               args.families.split(","), image_size=args.image_size, workers=args.workers,
-                              overwrite=args.overwrite, text_slot=args.text_slot,
-                              number_images=args.number_images, letter_images=args.letter_images)
+                              overwrite=args.overwrite, text_slot=args.text_slot, chart_slot=args.chart_slot,
+                              number_images=args.number_images, letter_images=args.letter_images,
+                              chart_images=args.chart_images)
     counts = {split: info["records"] for split, info in manifest["splits"].items()}
     print(f"wrote {json.dumps(counts)} to {args.out_dir} in {time.perf_counter() - start:.1f}s")
     if args.check:

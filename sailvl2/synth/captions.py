@@ -42,7 +42,7 @@ def detailed_caption(scene: ShapeScene | TextScene | ChartScene | TableScene) ->
     if isinstance(scene, ChartScene):
         values = scene.values
         pairs = _join([f"{l} is {v}" for l, v in zip(scene.labels, values)])
-        text = f'A {scene.chart} chart titled "{scene.title}" with {len(values)} categories: {pairs}.'
+        text = f"{_chart_head(scene)} with {len(values)} categories: {pairs}."
         if values.count(max(values)) == 1:
             text += f" The largest is {scene.labels[values.index(max(values))]}."
         if values.count(min(values)) == 1:
@@ -63,8 +63,13 @@ def brief_caption(scene: ShapeScene | TextScene | ChartScene | TableScene) -> st
     if isinstance(scene, TextScene):
         return f'The {_TEXT_NOUNS[scene.category]} "{scene.text}".'
     if isinstance(scene, ChartScene):
-        return f'A {scene.chart} chart titled "{scene.title}".'
+        return f"{_chart_head(scene)}."
     return f"A table with {len(scene.rows)} rows and {len(scene.columns)} columns."
+
+
+def _chart_head(scene: ChartScene) -> str:
+    # Slot-layout charts have no title (charts.py).
+    return f'A {scene.chart} chart titled "{scene.title}"' if scene.title else f"A {scene.chart} chart"
 
 
 def caption_qas(scene: ShapeScene | TextScene | ChartScene | TableScene, rng: random.Random) -> list[QA]:

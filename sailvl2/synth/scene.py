@@ -22,8 +22,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 __all__ = [
     "BACKGROUNDS", "COL_NAMES", "COLOURS", "GRID", "KINDS", "ROW_NAMES", "SIZES", "TEXT_COLOURS", "Shape",
-    "ShapeScene", "TextScene", "draw_text", "font_for", "plural", "position_name", "sample_shape_scene", "sample_text_scene",
-    "scene_from_dict", "text_size",
+    "ShapeScene", "TextScene", "draw_slot_glyphs", "draw_text", "font_for", "largest_slot_font", "plural",
+    "position_name", "sample_shape_scene", "sample_text_scene", "scene_from_dict", "text_size",
 ]
 
 # Well separated at 224 px and after the ViT's resize; kept apart from the pale backgrounds below.
@@ -284,12 +284,22 @@ class TextScene:
         if not self.slot:
             draw_text(image, (self.x, self.y), self.text, self.font_size, COLOURS[self.colour])
             return image
-        for char, cx, cy in self.character_centres():
-            left, top, right, bottom = text_size(char, self.font_size)  # the glyph's own box, centred in its cell
-            draw_text(image, (int(cx - self.slot / 2) + (self.slot - (right - left)) // 2,
-                              int(cy - self.slot / 2) + (self.slot - (bottom - top)) // 2),
-                      char, self.font_size, COLOURS[self.colour])
+        draw_slot_glyphs(image, self.character_centres(), self.slot, self.font_size, COLOURS[self.colour])
         return image
+
+
+def draw_slot_glyphs(image: Image.Image, centres: list[tuple[str, float, float]], slot: int, size: int,
+                     fill: tuple[int, int, int]) -> None:
+    """Draw each (character, x, y) with the glyph's own box centred in the ``slot``-px cell centred at (x, y)."""
+    for char, cx, cy in centres:
+        left, top, right, bottom = text_size(char, size)
+        draw_text(image, (int(cx - slot / 2) + (slot - (right - left)) // 2,
+                          int(cy - slot / 2) + (slot - (bottom - top)) // 2), char, size, fill)
+
+
+def largest_slot_font(slot: int) -> int:
+    """The largest font size whose glyphs fit a ``slot``-px cell (the smallest size when none does)."""
+    return max([size for size in FONT_SIZES if _fits_slot(size, slot)] or [min(FONT_SIZES)])
 
 
 # Common short words: the OCR vocabulary (split by hash, so val/test words are unseen in training).

@@ -83,12 +83,15 @@ def _pick(rng: random.Random, qas: list[QA], limit: int) -> tuple[QA, ...]:
 
 
 def plan_item(seed: int, split: str, index: int, family: str, size: tuple[int, int] = (224, 224),
-              cot_suffix: bool = True, text_slot: int = 0) -> Item:
+              cot_suffix: bool = True, text_slot: int = 0, chart_slot: int = 0) -> Item:
     """Scenes and QAs of item ``index`` of ``split`` (a pure function of its arguments). ``text_slot`` > 0
-    draws every text scene in the slot layout (scene.TextScene) with cells of that many pixels."""
+    draws every text scene in the slot layout (scene.TextScene) with cells of that many pixels, ``chart_slot``
+    > 0 every chart and table (charts.py)."""
     rng = random.Random(f"sailvl2.synth:{GENERATOR_VERSION}:{seed}:{split}:{index}")
     w, h = size
     shapes = lambda r: sample_shape_scene(r, w, h)  # noqa: E731
+    chart = lambda r: sample_chart_scene(r, w, h, slot=chart_slot)  # noqa: E731
+    table = lambda r: sample_table_scene(r, w, h, slot=chart_slot)  # noqa: E731
     other = rng.random()
     if family == "shapes":
         scenes = (_draw(rng, split, shapes),)
@@ -98,14 +101,13 @@ def plan_item(seed: int, split: str, index: int, family: str, size: tuple[int, i
         qas = ocr_qas(scenes[0], rng)
     elif family == "charts":
         if other < 0.7:
-            scenes = (_draw(rng, split, lambda r: sample_chart_scene(r, w, h)),)
+            scenes = (_draw(rng, split, chart),)
             qas = chart_qas(scenes[0], rng)
         else:
-            scenes = (_draw(rng, split, lambda r: sample_table_scene(r, w, h)),)
+            scenes = (_draw(rng, split, table),)
             qas = table_qas(scenes[0], rng)
     elif family == "reasoning":
-        sampler = shapes if other < 0.5 else (
-            (lambda r: sample_chart_scene(r, w, h)) if other < 0.8 else (lambda r: sample_table_scene(r, w, h)))
+        sampler = shapes if other < 0.5 else chart if other < 0.8 else table
         scenes = (_draw(rng, split, sampler),)
         qas = reasoning_qas(scenes[0], rng, cot_suffix=cot_suffix)
     elif family == "grounding":
@@ -117,7 +119,7 @@ def plan_item(seed: int, split: str, index: int, family: str, size: tuple[int, i
     elif family == "captions":
         sampler = shapes if other < 0.6 else (
             (lambda r: sample_text_scene(r, w, h, slot=text_slot)) if other < 0.75 else
-            (lambda r: sample_chart_scene(r, w, h)) if other < 0.9 else (lambda r: sample_table_scene(r, w, h)))
+            chart if other < 0.9 else table)
         scenes = (_draw(rng, split, sampler),)
         qas = caption_qas(scenes[0], rng)
     elif family == "focus":  # warm-up: one large shape or one large word, short questions and captions
@@ -142,7 +144,8 @@ def _cycle(weights: Mapping[str, int]) -> list[str]:
     return order
 
 
-def plan_number_item(seed: int, index: int, size: tuple[int, int] = (224, 224), text_slot: int = 0) -> Item:
+def plan_number_item(seed: int, index: int, size: tuple[int, int] = (224, 224), text_slot: int = 0,
+                     chart_slot: int = 0) -> Item:
     """Item ``index`` of the train split's extra number-reading stream (``generate_suite(number_images=...)``):
     one text scene whose text is a number the train split owns, asked "what number is shown?". A pure
     function of its arguments, like :func:`plan_item`."""
@@ -152,7 +155,8 @@ def plan_number_item(seed: int, index: int, size: tuple[int, int] = (224, 224), 
     return Item("train", index, "ocr", (scene,), tuple(ocr_qas(scene, rng)))
 
 
-def plan_letter_item(seed: int, index: int, size: tuple[int, int] = (224, 224), text_slot: int = 0) -> Item:
+def plan_letter_item(seed: int, index: int, size: tuple[int, int] = (224, 224), text_slot: int = 0,
+                     chart_slot: int = 0) -> Item:
     """Item ``index`` of the train split's extra letter-reading stream (``generate_suite(letter_images=...)``):
     a random letter string the train split owns (so never a held-out word), asked "what is written?"."""
     rng = random.Random(f"sailvl2.synth:{GENERATOR_VERSION}:{seed}:letters:{index}")
@@ -160,11 +164,28 @@ def plan_letter_item(seed: int, index: int, size: tuple[int, int] = (224, 224), 
     return Item("train", index, "ocr", (scene,), tuple(ocr_qas(scene, rng)))
 
 
+def plan_chart_read_item(seed: int, index: int, size: tuple[int, int] = (224, 224), text_slot: int = 0,
+                         chart_slot: int = 0) -> Item:
+    """Item ``index`` of the train split's extra chart-reading stream (``generate_suite(chart_images=...)``): a
+    chart (70 %) or table the train split owns, asked one read-out question (a category's value, a table cell)."""
+    rng = random.Random(f"sailvl2.synth:{GENERATOR_VERSION}:{seed}:chart-reads:{index}")
+    if rng.random() < 0.7:
+        scene = _draw(rng, "train", lambda r: sample_chart_scene(r, *size, slot=chart_slot))
+        qas = [qa for qa in chart_qas(scene, rng) if qa.task == "charts/value"]
+    else:
+        scene = _draw(rng, "train", lambda r: sample_table_scene(r, *size, slot=chart_slot))
+        qas = [qa for qa in table_qas(scene, rng) if qa.task == "charts/table_cell"]
+    return Item("train", index, "charts", (scene,), tuple(qas))
+
+
 # The train-only reading streams: stream -> (image folder and id infix, planner, generate_suite argument).
 # Neither is in train.jsonl, so the held-out splits do not change with them (docs/nano-sessions.md, sessions 11-12).
 _EXTRA_STREAMS: dict[str, tuple[str, Callable[..., Item], str]] = {
     "ocr-numbers": ("numbers", plan_number_item, "number_images"),
     "ocr-letters": ("letters", plan_letter_item, "letter_images"),
+    # Chart values and table cells: the suite holds ~300 of each, and the nano model read none of them even in
+    # the slot layout (run 23, docs/nano-sessions.md, session 13).
+    "charts-read": ("chart-reads", plan_chart_read_item, "chart_images"),
 }
 
 
@@ -244,19 +265,20 @@ _MIXTURES: dict[str, list[str | tuple[str, float]]] = {
     # docs/nano-sessions.md, sessions 11-12).
     "multitask": ["shapes-dialogues", "ocr-dialogues", "charts-dialogues", ("grounding-dialogues", 2),
                   "multi_image-dialogues", "reasoning", ("grounding", 2), "charts", ("ocr-numbers", 0.5),
-                  "ocr-letters"],
+                  "ocr-letters", ("charts-read", 0.5)],
     # The multitask mixture with the spatial questions drawn 3x more often (the `spatial` stream) and
     # grounding's single-turn records besides its dialogues. On shapes alone it lifts position from 6 % to
     # 74 %; in the full ladder (run 13) it trades other shape tasks for place, so the ladder does not use it
     # (docs/nano-sessions.md, session 8).
     "multitask-spatial": [*_QA_STREAMS, ("spatial", 3), "grounding", "charts"],
     # A quarter of the extra reading images per epoch keeps reading trained through SFT.
-    "sft": [*_QA_STREAMS, ("ocr-numbers", 0.25), ("ocr-letters", 0.25)],
+    "sft": [*_QA_STREAMS, ("ocr-numbers", 0.25), ("ocr-letters", 0.25), ("charts-read", 0.25)],
     # LongCoT SFT replays the direct perception dialogues: without them the run-8 LongCoT stage lost 4 points
     # of held-out perception that SFT had reached (docs/nano-sessions.md). It replays a quarter of the reading
     # streams too: without them run 22's LongCoT stage read 38 % of the held-out words, SFT 57 % (session 12).
     "cot": ["reasoning-cot", "reasoning", "shapes-dialogues", "ocr-dialogues", "charts-dialogues",
-            "grounding-dialogues", "multi_image-dialogues", ("ocr-numbers", 0.25), ("ocr-letters", 0.25)],
+            "grounding-dialogues", "multi_image-dialogues", ("ocr-numbers", 0.25), ("ocr-letters", 0.25),
+            ("charts-read", 0.25)],
     "focus": ["focus"],
 }
 # Questions whose answer names or uses a place in the image: the `spatial` stream holds their single-turn
@@ -272,7 +294,7 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
                    families: Iterable[str] | Mapping[str, int] | None = None, *,
                    image_size: int | tuple[int, int] = 224, workers: int | None = None, cot_suffix: bool = True,
                    overwrite: bool = False, text_slot: int = 0, number_images: int = 0,
-                   letter_images: int = 0) -> dict[str, Any]:
+                   letter_images: int = 0, chart_slot: int = 0, chart_images: int = 0) -> dict[str, Any]:
     """Generate the suite into ``out_dir`` and return its manifest (also written to ``manifest.json``).
 
     ``sizes`` maps split names (``train``, ``val``, ``test``) to numbers of records; ``families`` picks
@@ -280,7 +302,8 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
     (items of a family per cycle). ``workers`` processes render the images (default: up to 2); the
     files are byte-identical for any worker count. An existing suite in ``out_dir`` is replaced only with
     ``overwrite=True`` (its images, JSONL files, mixtures and manifest are removed first).
-    ``text_slot`` > 0 draws the text scenes in the slot layout (one character per ``text_slot``-px cell).
+    ``text_slot`` > 0 draws the text scenes in the slot layout (one character per ``text_slot``-px cell),
+    ``chart_slot`` > 0 the charts and tables (charts.py: two-digit values and short labels, no titles).
     ``number_images`` > 0 adds that many number-reading images to the train split only, as the stream
     ``ocr-numbers`` (``families/train-ocr-numbers.jsonl``, images in ``images/numbers/``; not in
     ``train.jsonl``), which the multi-task mixture draws at half and the SFT and LongCoT mixtures at a quarter
@@ -288,12 +311,14 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
     ~340 number images are too few for the nano model to learn reading digits (docs/nano-sessions.md, session 11).
     ``letter_images`` > 0 likewise adds random letter strings the train split owns (stream ``ocr-letters``,
     ``images/letters/``): held-out words are never training words, so reading them means spelling.
+    ``chart_images`` > 0 likewise adds charts and tables asked for one value or cell (stream ``charts-read``,
+    ``images/chart-reads/``; drawn like the numbers).
     """
     sizes = dict(sizes or {"train": 2000, "val": 200, "test": 200})
     unknown = sorted(set(sizes) - set(SPLIT_BUCKETS))
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; expected some of {list(SPLIT_BUCKETS)}")
-    extra_counts = {"ocr-numbers": number_images, "ocr-letters": letter_images}
+    extra_counts = {"ocr-numbers": number_images, "ocr-letters": letter_images, "charts-read": chart_images}
     for stream, count in extra_counts.items():
         argument = _EXTRA_STREAMS[stream][2]
         if count < 0:
@@ -320,7 +345,8 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
         rows: list[dict[str, Any]] = []
         index = images = 0
         while len(rows) < wanted:
-            item = plan_item(seed, split, index, order[index % len(order)], size, cot_suffix, text_slot)
+            item = plan_item(seed, split, index, order[index % len(order)], size, cot_suffix, text_slot,
+                             chart_slot)
             take = item.qas[: wanted - len(rows)]
             rows += [_record(item, n, qa) for n, qa in enumerate(take)]
             if take:
@@ -341,7 +367,7 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
         if count > 0:
             (out / "images" / folder).mkdir(parents=True, exist_ok=True)
         for index in range(count):
-            item = planner(seed, index, size, text_slot)
+            item = planner(seed, index, size, text_slot, chart_slot)
             extra.setdefault(stream, []).append(_record(item, 0, item.qas[0], folder=folder))
             jobs += [(str(out / p), s) for p, s in zip(_image_paths(item, folder), item.scenes)]
     _render(jobs, workers)
@@ -375,6 +401,8 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
                 "splits": manifest_splits, "mixtures": mixtures}
     if text_slot:  # left out at 0, so free-layout suites keep their manifest bytes
         manifest["text_slot"] = text_slot
+    if chart_slot:  # likewise
+        manifest["chart_slot"] = chart_slot
     for stream, rows in extra.items():  # likewise
         manifest[_EXTRA_STREAMS[stream][2]] = len(rows)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
