@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     nano.add_argument("--preset", choices=("full", "smoke"), default="full")
     nano.add_argument("--seed", type=int, default=0)
     nano.add_argument("--text-layout", choices=("free", "slots"), default=None,
-                      help="slots: one character per ViT patch in the suite's text (default: the preset's; full: slots)")
+                      help="slots: one character per ViT patch in the suite's text "
+                           "(default: the preset's; full: slots)")
     nano.add_argument("--chart-layout", choices=("free", "slots"), default=None,
                       help="slots: charts' and tables' text likewise (default: the preset's; full: slots)")
     nano.add_argument("--chart-images", type=int, default=None,

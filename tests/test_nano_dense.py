@@ -33,7 +33,8 @@ def _shape(kind: str, colour: str, size: str, row: int, col: int, cx: int, cy: i
 
 def test_shape_labels_by_hand() -> None:
     scene = {"type": "shapes", "width": 168, "height": 168, "background": "white",
-             "shapes": [_shape("star", "blue", "small", 0, 2, 140, 30), _shape("circle", "red", "large", 2, 0, 28, 150)]}
+             "shapes": [_shape("star", "blue", "small", 0, 2, 140, 30),
+                        _shape("circle", "red", "large", 2, 0, 28, 150)]}
     labels = dense_labels(scene, grid=3)
     none_kind, none_colour = len(SHAPE_ATTRIBUTES["kind"]), len(SHAPE_ATTRIBUTES["colour"])
     # (140, 30) -> row 0, col 2 -> cell 2; (28, 150) -> row 2, col 0 -> cell 6.
