@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from sailvl2.nano.dense import CHARACTERS, dense_labels
-from sailvl2.synth import check_suite, generate_suite, scene_from_dict
+from sailvl2.synth import CHART_READ_VERSION, check_suite, generate_suite, scene_from_dict
 from sailvl2.synth.charts import ChartScene, TableScene, sample_chart_scene, sample_table_scene
 
 SLOT = 28
+COMPARISONS = {"charts/largest", "charts/smallest", "charts/table_argmax"}
 
 
 def _dark_slots(image: np.ndarray, inset: int = 3) -> dict[tuple[int, int], tuple[float, float]]:
@@ -128,19 +129,23 @@ def test_chart_slot_suite_passes_the_checker(tmp_path: Path) -> None:
 
 
 def test_chart_images_add_a_train_only_read_out_stream(tmp_path: Path) -> None:
-    """chart_images: extra charts and tables asked for one value or cell, train split only (stream
+    """chart_images: extra charts and tables asked for one value or cell or a comparison, train split only (stream
     `charts-read`), answers re-derived by the checker, drawn by the ladder's mixtures, the rest unchanged."""
     sizes = {"train": 80, "test": 30}
     plain, extra = tmp_path / "plain", tmp_path / "extra"
-    generate_suite(plain, seed=7, sizes=sizes, families=["charts", "shapes"], image_size=168, workers=1,
-                   chart_slot=SLOT)
+    plain_manifest = generate_suite(plain, seed=7, sizes=sizes, families=["charts", "shapes"], image_size=168,
+                                    workers=1, chart_slot=SLOT)
     manifest = generate_suite(extra, seed=7, sizes=sizes, families=["charts", "shapes"], image_size=168, workers=1,
                               chart_slot=SLOT, chart_images=25)
     assert manifest["chart_images"] == 25
     for name in ("train.jsonl", "test.jsonl", "families/train-charts.jsonl"):
         assert (plain / name).read_bytes() == (extra / name).read_bytes()
     rows = [json.loads(line) for line in (extra / "families" / "train-charts-read.jsonl").read_text().splitlines()]
-    assert len(rows) == 25 and {row["task"] for row in rows} == {"charts/value", "charts/table_cell"}
+    tasks = [row["task"] for row in rows]
+    # Read-outs, and comparisons in ~40 % of the items (a tie asks the read-out instead).
+    assert len(rows) == 25 and set(tasks) <= {"charts/value", "charts/table_cell", *COMPARISONS}
+    assert {"charts/value", "charts/table_cell"} <= set(tasks) and 3 <= sum(t in COMPARISONS for t in tasks) <= 17
+    assert manifest["chart_read_version"] == CHART_READ_VERSION and "chart_read_version" not in plain_manifest
     assert all(row["scene"]["slot"] == SLOT and row["image"].startswith("../images/chart-reads/") for row in rows)
     report = check_suite(extra)
     assert report.failures == [] and report.checked == 80 + 30 + 25

@@ -109,7 +109,7 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
         if count < 0:
             raise ConfigError(f"{argument} must be >= 0, got {count}")
     from ..api import load
-    from ..synth import generate_suite
+    from ..synth import CHART_READ_VERSION, generate_suite
     from ..training.recipe import load_recipe
     from ..training.trainer import Trainer
 
@@ -120,7 +120,8 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
     chart_slot = NANO_PATCH if chart_layout == "slots" else 0
     wanted = {"seed": seed, "text_slot": text_slot, "chart_slot": chart_slot,
               "number_images": number_images, "letter_images": letter_images, "chart_images": chart_images,
-              "train_records": settings["sizes"]["train"]}
+              "train_records": settings["sizes"]["train"],
+              "chart_read_version": CHART_READ_VERSION if chart_images else 0}
     if (data / "manifest.json").is_file():  # a rerun into the same folder reuses its suite, if it is the same one
         manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
         found = {key: manifest.get(key, 0) for key in wanted}

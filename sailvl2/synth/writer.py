@@ -33,9 +33,16 @@ from .reasoning import reasoning_qas
 from .scene import sample_focus_shape_scene, sample_letter_scene, sample_shape_scene, sample_text_scene
 from .tasks import QA, chart_qas, grounding_qas, multi_image_qas, ocr_qas, shapes_qas, table_qas, unique_shapes
 
-__all__ = ["FAMILIES", "GENERATOR_VERSION", "SPLIT_BUCKETS", "Item", "generate_suite", "plan_item", "split_of"]
+__all__ = ["CHART_READ_VERSION", "FAMILIES", "GENERATOR_VERSION", "SPLIT_BUCKETS", "Item", "generate_suite", "plan_item",
+           "split_of"]
 
 GENERATOR_VERSION = "2"  # 2: the focus (warm-up) family joined the default cycle
+# The chart read-out stream's own version (recorded in the manifest when the stream is there, and compared by the
+# ladder's stale-suite check). 2: comparisons besides the read-outs. With every value read (run 24), the model
+# still picked the largest / smallest category at 10-50 % from ~300 training questions of each
+# (docs/nano-sessions.md, session 14).
+CHART_READ_VERSION = 2
+CHART_READ_COMPARE = 0.4
 # Relative frequency of each family's items, and how many subtasks one image serves at most.
 FAMILIES: dict[str, tuple[int, int]] = {
     "shapes": (3, 3), "ocr": (2, 1), "charts": (2, 2), "reasoning": (2, 1), "grounding": (2, 2),
@@ -167,15 +174,23 @@ def plan_letter_item(seed: int, index: int, size: tuple[int, int] = (224, 224), 
 def plan_chart_read_item(seed: int, index: int, size: tuple[int, int] = (224, 224), text_slot: int = 0,
                          chart_slot: int = 0) -> Item:
     """Item ``index`` of the train split's extra chart-reading stream (``generate_suite(chart_images=...)``): a
-    chart (70 %) or table the train split owns, asked one read-out question (a category's value, a table cell)."""
-    rng = random.Random(f"sailvl2.synth:{GENERATOR_VERSION}:{seed}:chart-reads:{index}")
+    chart (70 %) or table the train split owns, asked one question: a read-out (a category's value, a table
+    cell) or, in ``CHART_READ_COMPARE`` of the items where the scene has a unique answer, a comparison (the
+    largest or smallest category, a column's largest row)."""
+    rng = random.Random(f"sailvl2.synth:{GENERATOR_VERSION}:{seed}:chart-reads:{CHART_READ_VERSION}:{index}")
+    compare = rng.random() < CHART_READ_COMPARE
     if rng.random() < 0.7:
         scene = _draw(rng, "train", lambda r: sample_chart_scene(r, *size, slot=chart_slot))
-        qas = [qa for qa in chart_qas(scene, rng) if qa.task == "charts/value"]
+        qas = chart_qas(scene, rng)
+        wanted = ("charts/largest", "charts/smallest") if compare else ("charts/value",)
     else:
         scene = _draw(rng, "train", lambda r: sample_table_scene(r, *size, slot=chart_slot))
-        qas = [qa for qa in table_qas(scene, rng) if qa.task == "charts/table_cell"]
-    return Item("train", index, "charts", (scene,), tuple(qas))
+        qas = table_qas(scene, rng)
+        wanted = ("charts/table_argmax",) if compare else ("charts/table_cell",)
+    picked = [qa for qa in qas if qa.task in wanted]
+    if not picked:  # a tie for the largest / smallest: ask the read-out instead
+        picked = [qa for qa in qas if qa.task in ("charts/value", "charts/table_cell")]
+    return Item("train", index, "charts", (scene,), (rng.choice(picked),))
 
 
 # The train-only reading streams: stream -> (image folder and id infix, planner, generate_suite argument).
@@ -262,10 +277,11 @@ _MIXTURES: dict[str, list[str | tuple[str, float]]] = {
     # `ocr-numbers`, `ocr-letters`: the extra reading images (generate_suite(number_images=...,
     # letter_images=...)); absent when there are none. Grounding is drawn twice and the numbers at half their
     # count: the reading streams took draws from grounding, and its boxes fell (run 21, 60.5 %;
-    # docs/nano-sessions.md, sessions 11-12).
+    # docs/nano-sessions.md, sessions 11-12). The letter strings at 1.5: with the chart read-outs beside them,
+    # held-out words fell to 33-43 %, each miss one misread letter (run 24, session 14).
     "multitask": ["shapes-dialogues", "ocr-dialogues", "charts-dialogues", ("grounding-dialogues", 2),
                   "multi_image-dialogues", "reasoning", ("grounding", 2), "charts", ("ocr-numbers", 0.5),
-                  "ocr-letters", ("charts-read", 0.5)],
+                  ("ocr-letters", 1.5), ("charts-read", 0.5)],
     # The multitask mixture with the spatial questions drawn 3x more often (the `spatial` stream) and
     # grounding's single-turn records besides its dialogues. On shapes alone it lifts position from 6 % to
     # 74 %; in the full ladder (run 13) it trades other shape tasks for place, so the ladder does not use it
@@ -311,8 +327,8 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
     ~340 number images are too few for the nano model to learn reading digits (docs/nano-sessions.md, session 11).
     ``letter_images`` > 0 likewise adds random letter strings the train split owns (stream ``ocr-letters``,
     ``images/letters/``): held-out words are never training words, so reading them means spelling.
-    ``chart_images`` > 0 likewise adds charts and tables asked for one value or cell (stream ``charts-read``,
-    ``images/chart-reads/``; drawn like the numbers).
+    ``chart_images`` > 0 likewise adds charts and tables asked for one value or cell, or which category or row
+    is largest (stream ``charts-read``, ``images/chart-reads/``; drawn like the numbers).
     """
     sizes = dict(sizes or {"train": 2000, "val": 200, "test": 200})
     unknown = sorted(set(sizes) - set(SPLIT_BUCKETS))
@@ -405,6 +421,8 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
         manifest["chart_slot"] = chart_slot
     for stream, rows in extra.items():  # likewise
         manifest[_EXTRA_STREAMS[stream][2]] = len(rows)
+    if "charts-read" in extra:
+        manifest["chart_read_version"] = CHART_READ_VERSION
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
