@@ -12,26 +12,18 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..answers import extract_boxed, parse_grounding, split_thinking
+from ..evaluation.metrics import iou  # the benchmarks' IoU: one definition for both
 
 _PUNCT = re.compile(r"[^\w\s.-]|(?<!\d)\.|\.(?!\d)")
 
 
 def normalise(text: str) -> str:
     return " ".join(_PUNCT.sub(" ", text.lower()).split())
-
-
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def score(record: dict[str, Any], reply: str) -> float:
