@@ -75,4 +75,10 @@ def test_a_rerun_refuses_a_suite_generated_with_other_settings(tmp_path):
         run_ladder(tmp_path / "run", preset="smoke", stages=("align",))
     assert "train_records 12 (this run: 1200)" in str(error.value) and "seed" not in str(error.value)
     assert "chart_slot 28 (this run: 0)" in str(error.value)
+    # A suite whose chart read-out stream an older generator wrote (other questions) is refused too.
+    manifest = json.loads((data / "manifest.json").read_text())
+    (data / "manifest.json").write_text(json.dumps({**manifest, "chart_images": 2, "chart_read_version": 1}))
+    with pytest.raises(ConfigError, match="chart_read_version 1 \\(this run: 2\\)"):
+        run_ladder(tmp_path / "run", preset="smoke", stages=("align",), number_images=3, chart_layout="slots",
+                   chart_images=2)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before == ["data"]  # nothing trained

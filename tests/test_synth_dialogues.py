@@ -87,3 +87,5 @@ def test_spatial_stream_and_its_repeat_in_the_mixtures(tmp_path: Path) -> None:
         twice = {"grounding", "grounding-dialogues"} if name == "multitask" else set()
         assert "spatial" not in rates and {stream for stream, rate in rates.items() if rate != 1.0} == twice
         assert all(rates[stream] == 2.0 for stream in twice)
+        # Every stage asks grounding as a first turn too (boxes fell through SFT and LongCoT without it).
+        assert "grounding" in rates
