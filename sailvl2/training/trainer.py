@@ -317,6 +317,11 @@ class Trainer:
             metrics.plot(self.run_dir / "loss.png")
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             print(format_summary(summary))
+        if info.world_size > 1:
+            # Ranks leave together: a non-main rank that exits while rank 0 still writes the summary and the loss
+            # plot aborts now and then in gloo's teardown (SIGABRT, "terminate called without an active
+            # exception", ~1 run in 12 of the 2-rank debug run; session 14), failing a run that succeeded.
+            dist.barrier()
         return TrainResult(self.run_dir, final_dir if info.is_main else None, final_step, losses, summary)
 
     def _decode_or_blank(self, row: PackedBatch, weight: torch.Tensor) -> torch.Tensor:
