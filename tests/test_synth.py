@@ -355,7 +355,7 @@ def test_reading_images_add_train_only_streams(tmp_path: Path) -> None:
     multitask = MixtureConfig.from_yaml(tmp_path / "a" / "mixtures" / "multitask.yaml")
     sft = MixtureConfig.from_yaml(tmp_path / "a" / "mixtures" / "sft.yaml")
     assert {"ocr-numbers", "ocr-letters"} <= {d.name for d in multitask.datasets}
-    assert dict(zip([d.name for d in multitask.datasets], multitask.rates()))["ocr-letters"] == 1.0
+    assert dict(zip([d.name for d in multitask.datasets], multitask.rates()))["ocr-letters"] == 1.5
     assert {d.name: d.repeat for d in sft.datasets}["ocr-numbers"] == 0.25
     assert {d.name: d.repeat for d in sft.datasets}["ocr-letters"] == 0.25
     assert "ocr-numbers" not in (plain / "mixtures" / "multitask.yaml").read_text()

@@ -277,11 +277,11 @@ _MIXTURES: dict[str, list[str | tuple[str, float]]] = {
     # `ocr-numbers`, `ocr-letters`: the extra reading images (generate_suite(number_images=...,
     # letter_images=...)); absent when there are none. Grounding is drawn twice and the numbers at half their
     # count: the reading streams took draws from grounding, and its boxes fell (run 21, 60.5 %;
-    # docs/nano-sessions.md, sessions 11-12). The letter strings stay at 1: at 1.5 held-out words
-    # rose (43 -> 57 % after the stage) but boxes fell to 74 % and position to 69 % (run 25, session 14).
+    # docs/nano-sessions.md, sessions 11-12). The letter strings at 1.5, with 2100 multi-task steps:
+    # at 1800 steps they cost boxes and position (run 25); at 2100, words 86 % after the stage (run 27, session 14).
     "multitask": ["shapes-dialogues", "ocr-dialogues", "charts-dialogues", ("grounding-dialogues", 2),
                   "multi_image-dialogues", "reasoning", ("grounding", 2), "charts", ("ocr-numbers", 0.5),
-                  "ocr-letters", ("charts-read", 0.5)],
+                  ("ocr-letters", 1.5), ("charts-read", 0.5)],
     # The multitask mixture with the spatial questions drawn 3x more often (the `spatial` stream) and
     # grounding's single-turn records besides its dialogues. On shapes alone it lifts position from 6 % to
     # 74 %; in the full ladder (run 13) it trades other shape tasks for place, so the ladder does not use it
