@@ -44,16 +44,18 @@ STAGES = (  # (stage, recipe, mixture file written by the suite generator)
     ("longcot", "nano_longcot", "cot"),
 )
 PRESETS: dict[str, dict[str, Any]] = {
-    # Run 24's settings (docs/nano-sessions.md, session 13): text, charts and tables one character per ViT patch;
-    # 8000 extra number, 8000 letter-string and 8000 chart read-out images; the vision stage also learns each
-    # shape's box. Run 24 is the shipped model (sailvl2/assets/nano).
+    # Run 27's settings (docs/nano-sessions.md, sessions 13-14): text, charts and tables one character per ViT
+    # patch; 8000 extra number, 8000 letter-string and 8000 chart read-out images (the mixtures' weights and the
+    # stages' steps are in synth/writer.py and the nano_* recipes); the vision stage also learns each shape's
+    # box. Run 27 is the shipped model (sailvl2/assets/nano).
     "full": {"sizes": {"train": 20000, "val": 500, "test": 1000}, "eval_limit": 600, "overrides": {},
              "dense": DenseConfig(steps=1500, word_aligned=True, box_weight=4.0),
              "text_layout": "slots", "chart_layout": "slots", "number_images": 8000, "letter_images": 8000,
              "chart_images": 8000},
     # CI-sized: the free layout and no extra images keep it within about 2 minutes.
     "smoke": {"sizes": {"train": 1200, "val": 40, "test": 160}, "eval_limit": 160,
-              "text_layout": "free", "chart_layout": "free", "number_images": 0, "letter_images": 0, "chart_images": 0,
+              "text_layout": "free", "chart_layout": "free", "number_images": 0, "letter_images": 0,
+              "chart_images": 0,
               "dense": DenseConfig(steps=300, word_aligned=True, eval_images=64),
               "overrides": {"multitask": ["max_steps=160"],
                             "sft": ["max_steps=200"], "longcot": ["max_steps=12"]},
@@ -86,13 +88,14 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
                number_images: int | None = None, letter_images: int | None = None,
                chart_layout: str | None = None, chart_images: int | None = None) -> dict[str, Any]:
     """Run the ladder into ``out_dir``; the suite settings left at None come from the preset (the full preset's
-    reproduce the shipped model, run 24). ``text_layout="slots"`` draws the suite's text one character per ViT
+    reproduce the shipped model, run 27). ``text_layout="slots"`` draws the suite's text one character per ViT
     patch and trains the dense stage's character head per patch (docs/nano-sessions.md, session 9).
     ``number_images`` > 0 adds that many number-reading images to the train split (the ``ocr-numbers`` stream of
     the multi-task and SFT mixtures; session 11), ``letter_images`` > 0 random letter strings likewise
     (``ocr-letters``: held-out words are never training words, so reading them needs spelling; session 12).
     ``chart_layout="slots"`` draws the charts and tables that way too (synth/charts.py; session 13), and
-    ``chart_images`` > 0 adds that many charts and tables asked for one value or cell (``charts-read``)."""
+    ``chart_images`` > 0 adds that many charts and tables asked for one value or cell, or which category or row
+    is largest (``charts-read``; session 14)."""
     settings = PRESETS.get(preset)
     if settings is None:
         raise ConfigError(f"preset must be one of {list(PRESETS)}, got {preset!r}")
