@@ -52,6 +52,14 @@ def packed_sdpa_forward(
               and query.shape[2] == key.shape[2] == sum(packed_segments))
     if not usable:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    if query.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        # CPU bf16 autocast (training/precision.py): the projections run in bf16, attention in fp32. The CPU
+        # flash-attention backward is ~5x slower in bf16 at these head sizes (session 15), and the scores keep
+        # fp32 precision. The output stays fp32; autocast casts it again for the output projection.
+        with torch.autocast("cpu", enabled=False):
+            output, _ = packed_sdpa_forward(module, query.float(), key.float(), value.float(), attention_mask,
+                                            packed_segments, **kwargs)
+        return output, None
     outputs, start = [], 0
     for length in packed_segments:
         end = start + length

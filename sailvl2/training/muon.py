@@ -21,29 +21,32 @@ import torch
 _NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
-def orthogonalize(matrix: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
-    """An approximation of U V^T for matrix = U S V^T, computed in fp32. A stack of matrices
-    (..., rows, cols) is orthogonalised matrix by matrix in one batched iteration."""
+def orthogonalize(matrix: torch.Tensor, steps: int = 5, eps: float = 1e-7,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """An approximation of U V^T for matrix = U S V^T, iterated in `dtype` (fp32 by default; bf16 under bf16
+    autocast, training/precision.py) and returned in fp32. A stack of matrices (..., rows, cols) is
+    orthogonalised matrix by matrix in one batched iteration."""
     a, b, c = _NS_COEFFICIENTS
     x = matrix.float()
     transposed = x.shape[-2] > x.shape[-1]
     if transposed:  # iterate on the wide orientation: the Gram matrix is the smaller one
         x = x.mT
-    x = x / (torch.linalg.matrix_norm(x, keepdim=True) + eps)  # Frobenius norm of each matrix
+    x = (x / (torch.linalg.matrix_norm(x, keepdim=True) + eps)).to(dtype)  # Frobenius norm of each matrix
     for _ in range(steps):
         gram = x @ x.mT
         x = a * x + (b * gram + c * gram @ gram) @ x
+    x = x.float()
     return x.mT if transposed else x
 
 
-def _orthogonalize_update(update: torch.Tensor, steps: int) -> torch.Tensor:
+def _orthogonalize_update(update: torch.Tensor, steps: int, ns_dtype: torch.dtype) -> torch.Tensor:
     """Under FSDP2 the update is a DTensor holding this rank's rows, and the iteration needs the whole
     matrix. DTensor arithmetic would give the same result (the torchrun test passes either way) but
     redistributes inside every Newton-Schulz product; here each rank gathers the matrix once, runs the
     same fp32 iteration and keeps its own shard (`src_data_rank=None`: no scatter, the local copy)."""
     from torch.distributed.tensor import distribute_tensor
 
-    full = orthogonalize(update.full_tensor(), steps).to(update.dtype)
+    full = orthogonalize(update.full_tensor(), steps, dtype=ns_dtype).to(update.dtype)
     return distribute_tensor(full, update.device_mesh, update.placements, src_data_rank=None)
 
 
@@ -60,6 +63,8 @@ class MuonAdamW(torch.optim.Optimizer):
         defaults = {"lr": 1e-3, "betas": betas, "eps": eps, "weight_decay": 0.0, "momentum": momentum,
                     "ns_steps": ns_steps, "muon": False}
         super().__init__(list(groups), defaults)
+        # The Newton-Schulz iteration's dtype: fp32, or bf16 when the trainer runs under bf16 autocast.
+        self.ns_dtype = torch.float32
         for group in self.param_groups:
             if group["muon"] and any(p.ndim != 2 for p in group["params"]):
                 raise ValueError("Muon groups take 2-D weight matrices only")
@@ -113,11 +118,12 @@ class MuonAdamW(torch.optim.Optimizer):
             buffer.mul_(group["momentum"]).add_(param.grad)
             update = param.grad.add(buffer, alpha=group["momentum"])  # Nesterov
             if isinstance(update, DTensor):  # a shard: gathered and orthogonalised on its own
-                update = _orthogonalize_update(update, group["ns_steps"])
+                update = _orthogonalize_update(update, group["ns_steps"], self.ns_dtype)
                 param.add_(update, alpha=-lr * 0.2 * max(param.shape) ** 0.5)
                 continue
             stacks.setdefault((tuple(update.shape), update.dtype, update.device), []).append((param, update))
         for members in stacks.values():
-            result = orthogonalize(torch.stack([update for _, update in members]), group["ns_steps"])
+            result = orthogonalize(torch.stack([update for _, update in members]), group["ns_steps"],
+                                   dtype=self.ns_dtype)
             for (param, _), matrix in zip(members, result):
                 param.add_(matrix.to(param.dtype), alpha=-lr * 0.2 * max(param.shape) ** 0.5)

@@ -64,6 +64,10 @@ class DataConfig:
     max_num: int | None = None  # tiles per image (default: the processor's)
     check_images: bool = False
     error_budget: float = 0.01
+    # Draw the next step's rows in a background thread during the current step (training/prefetch.py). Off by
+    # default: on 2 CPU cores, where torch's own threads already fill both cores, the nano multi-task step got
+    # slower with it (0.66 -> ~0.75 s; session 15). Meant for GPU hosts with cores to spare.
+    prefetch: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,8 @@ class Recipe:
     max_tokens: float | None = None
     seed: int = 0
     dtype: str = "float32"
+    # bf16 autocast on a CPU with native bf16 matrix products (training/precision.py); ignored elsewhere.
+    cpu_bf16: bool = False
     gradient_checkpointing: bool = False
     attn_implementation: str | None = None  # e.g. flash_attention_2 on GPU: varlen attention for packed rows
     log_every: int = 1

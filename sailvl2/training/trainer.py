@@ -32,6 +32,8 @@ from .loss import packed_loss
 from .metrics import MetricsLogger, format_summary
 from .mixture_source import MixtureSource, from_json, to_json
 from .packing import PackedBatch, StreamPacker, token_weights
+from .precision import use_bf16_autocast
+from .prefetch import RowPrefetcher
 from .recipe import Recipe
 from .schedule import lr_multiplier
 from .setup import DistInfo, build_model, build_optimizer, freeze_parts, init_distributed, shard_model
@@ -163,6 +165,7 @@ class Trainer:
             self.adalrs = AdaLRS(AdaLRSConfig(**{k: v for k, v in recipe.adalrs.items() if k != "enabled"}),
                                  self.total_steps)
         self.snapshot = None
+        self._data_state: dict[str, Any] | None = None  # the data position after the last step (prefetching)
         self.focus = None
         self._focus_step: tuple[float, float] | None = None  # the last step's focus metrics
         if recipe.focus.enabled:
@@ -171,12 +174,17 @@ class Trainer:
             self.focus = FocusSupervision(self.model, recipe.focus)
         self.balance = self._load_balance()
         self._balance_step: dict[str, float] = {}
-        # One CUDA process with fp32 weights: bf16 autocast (FSDP2 runs use its mixed-precision policy).
-        self.autocast = self.device.type == "cuda" and self.info.world_size == 1 and recipe.dtype == "float32"
+        # bf16 autocast: one CUDA process with fp32 weights (FSDP2 runs use its mixed-precision policy), or a CPU
+        # with native bf16 products when the recipe sets cpu_bf16 (training/precision.py).
+        self.autocast = use_bf16_autocast(self.device, self.info.world_size, recipe.dtype, recipe.cpu_bf16)
+        if self.autocast and hasattr(self.optimizer, "ns_dtype"):
+            self.optimizer.ns_dtype = torch.bfloat16  # Muon's Newton-Schulz iteration in bf16, as published
 
     # ---- state ----
     def _state(self, step: int, counters: dict[str, Any]) -> dict[str, Any]:
-        return {"data": self.data.state_dict(), "counters": counters, "recipe": self.recipe.name,
+        # With prefetching, the pipeline is a step ahead: the state taken after this step's rows is the position.
+        data = self._data_state if self._data_state is not None else self.data.state_dict()
+        return {"data": data, "counters": counters, "recipe": self.recipe.name,
                 "adalrs": self.adalrs.state_dict() if self.adalrs else None}
 
     def _late_image_error_rows(self) -> int:
@@ -259,37 +267,15 @@ class Trainer:
         metrics = MetricsLogger(self.run_dir, self.total_steps, start_step, enabled=info.is_main)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         losses, step = [], start_step
-        for step in range(start_step, self.step_limit):
-            began = time.perf_counter()
-            rows = self.data.next_rows()
-            if not rows:
-                break
-            loss, tokens = self._step(rows)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, recipe.optim.grad_clip))
-            multiplier = lr_multiplier(recipe.schedule, step, self.total_steps)
-            scale = self.adalrs.scale if self.adalrs else 1.0
-            for group in self.optimizer.param_groups:
-                group["lr"] = group["peak_lr"] * multiplier * scale
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            decision = self._adalrs_observe(step, loss)
-            elapsed = time.perf_counter() - began
-            counters["tokens"] += tokens
-            counters["samples"] += sum(len(row.sample_lengths) for row in rows)
-            counters["train_seconds"] += elapsed
-            losses.append(loss)
-            metrics.log({"step": step + 1, "loss": loss, "grad_norm": grad_norm,
-                         "lr": self.optimizer.param_groups[0]["lr"], "lr_scale": scale,
-                         "tokens_per_s": tokens / elapsed, "tiles": sum(row.num_tiles for row in rows),
-                         "packing_efficiency": sum(r.num_real_tokens for r in rows) / (len(rows) * recipe.packing.max_seq_len),
-                         **self._focus_metrics(), **self._balance_step,
-                         **({"adalrs": decision.as_dict()} if decision is not None else {})})
-            done = recipe.max_tokens is not None and counters["tokens"] >= recipe.max_tokens
-            if recipe.save_every and (step + 1) % recipe.save_every == 0 and step + 1 < self.step_limit and not done:
-                self._save(step + 1, counters)
-            if done:
-                break
-        final_step = step + 1 if losses else start_step
+        prefetcher = RowPrefetcher(self.data, self.step_limit - start_step) if recipe.data.prefetch else None
+        try:
+            for step in range(start_step, self.step_limit):
+                if not self._train_one(step, prefetcher, counters, losses, metrics, trainable):
+                    break
+        finally:
+            if prefetcher is not None:
+                prefetcher.close()
+        final_step = start_step + len(losses)
         self._save(final_step, counters)
         final_dir = self.run_dir / "final"
         # The final export: full weights in the release layout plus the processor files.
@@ -303,12 +289,13 @@ class Trainer:
         if info.is_main:
             self.processor.save_pretrained(final_dir)
         metrics.close()
-        summary = {
+        data_state = self._data_state if self._data_state is not None else self.data.state_dict()
+        summary = {  # skip counts as of the last step trained (the prefetcher may have drawn one step more)
             "recipe": recipe.name, "steps": final_step, "tokens_seen": counters["tokens"],
-            "samples_seen": counters["samples"], "skipped_samples": dict(self.data.skipped),
-            "truncated_samples": self.data.packer.stats.truncated,
+            "samples_seen": counters["samples"], "skipped_samples": dict(data_state["skipped"]),
+            "truncated_samples": data_state["truncated"],
             "late_image_error_rows": counters["late_image_error_rows"],  # set by the final save
-            "skipped_by_packing": dict(self.data.packer.stats.skipped),
+            "skipped_by_packing": dict(data_state["packing_skipped"]),
             "skipped_by_reader": getattr(self.data.source, "stats", {}).get("datasets", {}),
             "packing_efficiency": self.data.packer.stats.efficiency, "train_seconds": counters["train_seconds"],
             "final_loss": losses[-1] if losses else None,
@@ -323,6 +310,42 @@ class Trainer:
             # exception", ~1 run in 12 of the 2-rank debug run; session 14), failing a run that succeeded.
             dist.barrier()
         return TrainResult(self.run_dir, final_dir if info.is_main else None, final_step, losses, summary)
+
+    def _train_one(self, step: int, prefetcher: RowPrefetcher | None, counters: dict[str, Any], losses: list[float],
+                   metrics: MetricsLogger, trainable: list[torch.nn.Parameter]) -> bool:
+        """One optimizer step with its logging and checkpoint; False when the run ends before or after it."""
+        recipe = self.recipe
+        began = time.perf_counter()
+        if prefetcher is not None:
+            rows, self._data_state = prefetcher.next()
+        else:
+            rows = self.data.next_rows()
+        if not rows:
+            return False
+        loss, tokens = self._step(rows)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, recipe.optim.grad_clip))
+        multiplier = lr_multiplier(recipe.schedule, step, self.total_steps)
+        scale = self.adalrs.scale if self.adalrs else 1.0
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["peak_lr"] * multiplier * scale
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        decision = self._adalrs_observe(step, loss)
+        elapsed = time.perf_counter() - began
+        counters["tokens"] += tokens
+        counters["samples"] += sum(len(row.sample_lengths) for row in rows)
+        counters["train_seconds"] += elapsed
+        losses.append(loss)
+        metrics.log({"step": step + 1, "loss": loss, "grad_norm": grad_norm,
+                     "lr": self.optimizer.param_groups[0]["lr"], "lr_scale": scale,
+                     "tokens_per_s": tokens / elapsed, "tiles": sum(row.num_tiles for row in rows),
+                     "packing_efficiency": sum(r.num_real_tokens for r in rows) / (len(rows) * recipe.packing.max_seq_len),
+                     **self._focus_metrics(), **self._balance_step,
+                     **({"adalrs": decision.as_dict()} if decision is not None else {})})
+        done = recipe.max_tokens is not None and counters["tokens"] >= recipe.max_tokens
+        if recipe.save_every and (step + 1) % recipe.save_every == 0 and step + 1 < self.step_limit and not done:
+            self._save(step + 1, counters)
+        return not done
 
     def _decode_or_blank(self, row: PackedBatch, weight: torch.Tensor) -> torch.Tensor:
         """Decode the row's lazily planned images now. If one fails (a header that reads over broken data),
