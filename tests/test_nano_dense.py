@@ -14,6 +14,7 @@ from sailvl2.nano.dense import (
     IGNORE,
     SHAPE_ATTRIBUTES,
     DenseConfig,
+    DenseHeads,
     box_iou,
     cell_of,
     dense_labels,
@@ -238,3 +239,61 @@ def test_extra_streams_add_their_images_to_training(tmp_path: Path) -> None:
         assert sorted(drawn) == sorted(record["answer"])
     with pytest.raises(DataError, match="ocr-numbers"):
         load_images(suite, "train", grid=3, extra_streams=("ocr-numbers",))
+
+
+def test_structure_labels_of_shapes_by_hand() -> None:
+    """Counts (session 15): every token holds the total; a shape's token how many share its colour / kind."""
+    scene = {"type": "shapes", "width": 168, "height": 168, "background": "white",
+             "shapes": [_shape("star", "blue", "small", 0, 2, 140, 30),    # cell 2
+                        _shape("circle", "red", "large", 2, 0, 28, 150),   # cell 6
+                        _shape("star", "red", "small", 1, 1, 84, 84)]}     # cell 4
+    labels = dense_labels(scene, grid=3)
+    assert labels["total"] == [3] * 9
+    assert labels["same_colour"] == [0, 0, 1, 0, 2, 0, 2, 0, 0]  # blue 1, the two reds 2
+    assert labels["same_kind"] == [0, 0, 2, 0, 2, 0, 1, 0, 0]  # the two stars 2, the circle 1
+    assert labels["rank"] == [IGNORE] * 9  # no chart
+
+
+def test_structure_labels_of_slot_charts_and_tables_by_hand() -> None:
+    """Ranks: a bar chart's categories sit in the bottom token row, a pie's legend in the right token column,
+    a table's data cells from token (1, 1); 1 = largest, 2 = smallest, 3 = between; ties are left out."""
+    from sailvl2.synth.charts import ChartScene, TableScene
+
+    bar = ChartScene(168, 168, "bar", "", ("A", "B", "C"), (58, 63, 45), ("green",), slot=28).to_dict()
+    assert dense_labels(bar, grid=3)["rank"] == [0, 0, 0, 0, 0, 0, 3, 1, 2]
+    pie = ChartScene(168, 168, "pie", "", ("P", "Q"), (30, 70), ("blue", "red"), slot=28).to_dict()
+    assert dense_labels(pie, grid=3)["rank"] == [0, 0, 2, 0, 0, 1, 0, 0, 0]
+    tied = ChartScene(168, 168, "line", "", ("A", "B", "C"), (63, 63, 45), ("green",), slot=28).to_dict()
+    assert dense_labels(tied, grid=3)["rank"] == [0, 0, 0, 0, 0, 0, IGNORE, IGNORE, IGNORE]
+    # columns Q1 = (47, 64), Q2 = (84, 50): each column ranked on its own
+    table = TableScene(168, 168, ("Q1", "Q2"), ("Al", "Bo"), ((47, 84), (64, 50)), slot=28).to_dict()
+    labels = dense_labels(table, grid=3)
+    assert labels["rank"] == [0, 0, 0, 0, 2, 1, 0, 1, 2]
+    assert labels["total"] == labels["same_colour"] == [IGNORE] * 9  # no shapes
+    free = ChartScene(168, 168, "bar", "", ("A", "B", "C"), (5, 9, 1), ("green",)).to_dict()
+    assert dense_labels(free, grid=3)["rank"] == [IGNORE] * 9  # free layout: categories not on the grid
+
+
+def test_structure_heads_learn_and_are_reported(tiny_suite: Path) -> None:
+    """With structure_weight the count losses fall and the summary reports held-out count accuracies; the
+    heads are dropped with the others (release keys only)."""
+    from sailvl2.errors import ConfigError
+
+    torch.set_num_threads(1)
+    summary = train_dense(tiny_suite / "init", tiny_suite / "data", tiny_suite / "structure",
+                          DenseConfig(steps=150, batch_images=8, lr=2e-3, eval_images=32, structure_weight=1.0),
+                          show_progress=False)
+    rows = [json.loads(line) for line in (tiny_suite / "structure" / "metrics.jsonl").read_text().splitlines()]
+    total = [row["loss_total"] for row in rows if "loss_total" in row]
+    assert len(total) > 100 and sum(total[-10:]) < 0.8 * sum(total[:10])
+    assert {"total", "same_colour", "same_kind"} <= set(summary["heldout_accuracy"])
+    saved = load_file(tiny_suite / "structure" / "final" / "model.safetensors")
+    assert saved.keys() == load_file(tiny_suite / "init" / "model.safetensors").keys()
+    with pytest.raises(ConfigError, match="structure_weight"):
+        DenseConfig(structure_weight=-1.0)
+    with pytest.raises(ConfigError, match="structure_targets"):
+        DenseConfig(structure_weight=1.0, structure_targets=("total", "colourfulness"))
+    # only the chosen targets get a head (the ladder trains "total" and "rank")
+    heads = DenseHeads(32, structure_weight=0.3, structure_targets=("total", "rank"))
+    assert sorted(heads.structure) == ["rank", "total"]
+    assert not DenseHeads(32).structure  # off by default

@@ -54,3 +54,30 @@ def test_chance_accuracy_by_hand():
     assert chance == {"colour": 1 / 3, "exists": 1 / 2, "locate": 0.0, "unseen": 0.0}
     per_task = {"colour": {"n": 3, "accuracy": 1.0}, "exists": {"n": 1, "accuracy": 0.0}}
     assert abs(weighted_chance(per_task, chance) - (3 * (1 / 3) + 1 * 0.5) / 4) < 1e-12
+
+
+def test_evaluate_batches_task_by_task_and_reports_in_record_order():
+    """evaluate() sends the questions grouped by task (so a long caption does not hold a batch of one-word answers)
+    and still reports every sample against its own record, in the records' order."""
+    from types import SimpleNamespace
+
+    from sailvl2.nano.evaluate import evaluate
+
+    tasks = ["shapes/colour", "captions/brief", "shapes/colour", "ocr/word", "captions/brief", "shapes/colour"]
+    records = [{"id": f"test-{k}", "task": task, "answer": f"a{k}", "image": [],
+                "conversations": [{"from": "human", "value": f"q{k}"}]} for k, task in enumerate(tasks)]
+    batches = []
+
+    class FakeVLM:
+        def batch_chat(self, questions, images, max_new_tokens, batch_size, max_num):
+            assert len(images) == len(questions)
+            for start in range(0, len(questions), batch_size):
+                batches.append(questions[start:start + batch_size])
+            # right for even record numbers, wrong for odd ones
+            return [SimpleNamespace(text=f"a{q[1:]}" if int(q[1:]) % 2 == 0 else "nope") for q in questions]
+
+    report = evaluate(FakeVLM(), records, batch_size=2)
+    assert [sample["id"] for sample in report.samples] == [r["id"] for r in records]
+    assert [sample["correct"] for sample in report.samples] == [k % 2 == 0 for k in range(len(records))]
+    assert batches == [["q1", "q4"], ["q3", "q0"], ["q2", "q5"]]  # captions, ocr + shapes, shapes
+    assert report.per_task["shapes/colour"] == {"n": 3, "accuracy": 2 / 3}

@@ -34,19 +34,9 @@ from torch import nn
 
 from ..data.errors import DataError
 from ..errors import ConfigError
-from ..synth.scene import COL_NAMES, COLOURS, GRID, KINDS, ROW_NAMES, SIZES, scene_from_dict
-
-# Attribute -> class names; the extra last class of each means "no shape in this cell".
-SHAPE_ATTRIBUTES: dict[str, tuple[str, ...]] = {"kind": KINDS, "colour": tuple(COLOURS), "size": tuple(SIZES)}
-# Where a token's cell is, in the words the questions use ("top left", "middle right"): labelled on every
-# cell of every image. The LLM sees image tokens through RoPE's relative positions only, so without this it
-# has to count from the <img> token to name a place; the first full run (run 7) could not, even for a single
-# shape (position 25 %), while it read kind and count (docs/nano-sessions.md).
-CELL_ATTRIBUTES: dict[str, tuple[str, ...]] = {"row": ROW_NAMES, "column": COL_NAMES}
-ATTRIBUTES: dict[str, tuple[str, ...]] = {**SHAPE_ATTRIBUTES, **CELL_ATTRIBUTES}
-# Characters the OCR scenes draw (words in either case, numbers).
-CHARACTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-IGNORE = -100  # label for cells of images without a shape scene (cross-entropy's ignore_index)
+# The labels live in dense_labels.py; the names tests and scripts import from here are re-exported.
+from .dense_labels import (ATTRIBUTES, CHARACTERS, IGNORE, SHAPE_ATTRIBUTES, STRUCTURE_TARGETS,  # noqa: F401
+                           cell_of, dense_labels)
 
 
 @dataclass(frozen=True)
@@ -76,6 +66,12 @@ class DenseConfig:
     # jitter by up to 8 px); run 22 missed 24 % of held-out boxes, most by a few pixels (IoU 0.3-0.46), and
     # with this target at weight 4 (the ladder's) run 24 missed 5 % (docs/nano-sessions.md, session 13).
     box_weight: float = 0.0
+    # Weight of the structure targets (0: off; dense_labels.STRUCTURE_TARGETS): per token, how many shapes the
+    # scene holds and how many share this shape's colour and kind, and a chart category's (a table cell's)
+    # rank. Counting and choosing the largest / smallest were the perception tasks the shipped run 27 missed
+    # most while it read every attribute and value (docs/nano-sessions.md, session 15).
+    structure_weight: float = 0.0
+    structure_targets: tuple[str, ...] = tuple(STRUCTURE_TARGETS)  # which of them, with structure_weight > 0
 
     def __post_init__(self) -> None:
         if self.char_target not in ("set", "slots"):
@@ -84,72 +80,11 @@ class DenseConfig:
             raise ConfigError(f"text_share must be in [0, 1), got {self.text_share}")
         if self.box_weight < 0:
             raise ConfigError(f"box_weight must be >= 0, got {self.box_weight}")
-
-
-def cell_of(x: float, y: float, width: int, height: int, grid: int) -> int:
-    """Index (row-major) of the LLM token whose cell holds the point (x, y) of a width x height image."""
-    row = min(grid - 1, max(0, int(y * grid / height)))
-    col = min(grid - 1, max(0, int(x * grid / width)))
-    return row * grid + col
-
-
-def dense_labels(scene: dict[str, Any], grid: int, patches: int = 0) -> dict[str, Any]:
-    """Per-token labels of one image's scene (``to_dict`` form): class indices per shape attribute (the "none"
-    class where a cell is empty, IGNORE everywhere for non-shape scenes), the shape's pixel box (x1, y1, x2, y2)
-    in units of its cell, from the cell's top-left corner (None where there is no shape), the row and column of
-    every cell, and per cell the multi-hot of the characters centred in it (all zeros where there are none; None
-    for scenes whose text is not tracked: free-layout charts and tables). With ``patches`` (the ViT patch grid
-    side, a multiple of ``grid``), ``char_slots`` holds per token the character index centred in each of its
-    patches (row-major; ``len(CHARACTERS)`` = none). ``type`` is the scene's type."""
-    cells = grid * grid
-    labels: dict[str, list[Any]] = {name: [IGNORE] * cells for name in SHAPE_ATTRIBUTES}
-    # The scene grid row / column under each token cell's centre (the same cell when grid == GRID).
-    labels["row"] = [min(GRID - 1, int((cell // grid + 0.5) * GRID / grid)) for cell in range(cells)]
-    labels["column"] = [min(GRID - 1, int((cell % grid + 0.5) * GRID / grid)) for cell in range(cells)]
-    labels["chars"] = [None] * cells
-    labels["box"] = [None] * cells  # no shape: left out of the box loss
-    labels["type"] = scene.get("type")  # for `text_share`
-    if patches:
-        labels["char_slots"] = _char_slots(scene, grid, patches)
-    kind = scene.get("type")
-    if kind == "shapes":
-        for name, classes in SHAPE_ATTRIBUTES.items():
-            labels[name] = [len(classes)] * cells
-        cell_w, cell_h = scene["width"] / grid, scene["height"] / grid
-        for shape, drawn in zip(scene["shapes"], scene_from_dict(scene).shapes):
-            cell = cell_of(shape["cx"], shape["cy"], scene["width"], scene["height"], grid)
-            for name, classes in SHAPE_ATTRIBUTES.items():
-                labels[name][cell] = classes.index(shape[name])
-            x1, y1, x2, y2 = drawn.bbox()  # the box grounding answers give, relative to the cell's corner
-            left, top = cell % grid * cell_w, cell // grid * cell_h
-            labels["box"][cell] = [(x1 - left) / cell_w, (y1 - top) / cell_h,
-                                   (x2 - left) / cell_w, (y2 - top) / cell_h]
-        labels["chars"] = [[0.0] * len(CHARACTERS) for _ in range(cells)]
-    elif _tracks_characters(scene):
-        labels["chars"] = [[0.0] * len(CHARACTERS) for _ in range(cells)]
-        for char, x, y in scene_from_dict(scene).character_centres():
-            if char in CHARACTERS:
-                labels["chars"][cell_of(x, y, scene["width"], scene["height"], grid)][CHARACTERS.index(char)] = 1.0
-    return labels
-
-
-def _tracks_characters(scene: dict[str, Any]) -> bool:
-    """Text scenes, and charts and tables in the slot layout (synth/charts.py), know where each character is."""
-    return scene.get("type") == "text" or (scene.get("type") in ("chart", "table") and bool(scene.get("slot")))
-
-
-def _char_slots(scene: dict[str, Any], grid: int, patches: int) -> list[list[int]]:
-    # Free-layout charts and tables get "none" everywhere too; their `chars_mask` leaves them out of the loss.
-    ratio = patches // grid
-    slots = [[len(CHARACTERS)] * ratio * ratio for _ in range(grid * grid)]
-    if _tracks_characters(scene):
-        for char, x, y in scene_from_dict(scene).character_centres():
-            if char in CHARACTERS:  # two centres in one patch (free layout, small fonts): the later one stays
-                row = min(patches - 1, int(y * patches / scene["height"]))
-                col = min(patches - 1, int(x * patches / scene["width"]))
-                token, slot = (row // ratio) * grid + col // ratio, (row % ratio) * ratio + col % ratio
-                slots[token][slot] = CHARACTERS.index(char)
-    return slots
+        if self.structure_weight < 0:
+            raise ConfigError(f"structure_weight must be >= 0, got {self.structure_weight}")
+        unknown = set(self.structure_targets) - set(STRUCTURE_TARGETS)
+        if unknown:
+            raise ConfigError(f"structure_targets must be some of {list(STRUCTURE_TARGETS)}, got {sorted(unknown)}")
 
 
 class _WordHead(nn.Module):
@@ -189,7 +124,8 @@ class DenseHeads(nn.Module):
     LLM can copy an attribute from the image token it attends to."""
 
     def __init__(self, hidden_size: int, word_vectors: dict[str, torch.Tensor] | None = None,
-                 slots_per_token: int = 0, box_weight: float = 0.0) -> None:
+                 slots_per_token: int = 0, box_weight: float = 0.0, structure_weight: float = 0.0,
+                 structure_targets: tuple[str, ...] = tuple(STRUCTURE_TARGETS)) -> None:
         super().__init__()
         self.attributes = nn.ModuleDict({
             name: _WordHead(word_vectors[name]) if word_vectors else nn.Linear(hidden_size, len(classes) + 1)
@@ -200,6 +136,10 @@ class DenseHeads(nn.Module):
         # The shape's box in its cell's units (DenseConfig.box_weight); None when off.
         self.box = nn.Linear(hidden_size, 4) if box_weight else None
         self.box_weight = box_weight
+        # Linear heads for the structure targets (counts, ranks); empty when off.
+        self.structure = nn.ModuleDict({name: nn.Linear(hidden_size, STRUCTURE_TARGETS[name])
+                                        for name in structure_targets} if structure_weight else {})
+        self.structure_weight = structure_weight
 
     def _slot_logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.chars(features).unflatten(-1, (self.slots_per_token, len(CHARACTERS) + 1))
@@ -223,6 +163,11 @@ class DenseHeads(nn.Module):
         if self.box is not None and held.any():
             predicted = self.box(features)[held].float()
             losses["box"] = self.box_weight * nn.functional.l1_loss(predicted, batch["box"][held])
+        for name, head in self.structure.items():
+            target = batch[name]
+            if (target != IGNORE).any():
+                losses[name] = self.structure_weight * nn.functional.cross_entropy(
+                    head(features).flatten(0, 1).float(), target.flatten(), ignore_index=IGNORE)
         return losses
 
     @torch.no_grad()
@@ -244,6 +189,10 @@ class DenseHeads(nn.Module):
             held = ~batch["box"][..., 0].isnan()
             counts["box"] = (int((box_iou(self.box(features)[held].float(), batch["box"][held]) >= 0.5).sum()),
                              int(held.sum()))
+        for name, head in self.structure.items():  # counts: every labelled token; ranks: the ranked tokens
+            target = batch[name]
+            scored = (target != IGNORE) & ((target > 0) if name in ("rank", "same_colour", "same_kind") else True)
+            counts[name] = (int((head(features).argmax(-1) == target)[scored].sum()), int(scored.sum()))
         if self.slots_per_token:
             return counts
         with_text = batch["chars_mask"] & (batch["chars"].sum(-1) > 0)
@@ -316,7 +265,8 @@ def _collate(items: list[tuple[Path, dict[str, list[Any]]]], processor: Any, dev
     # One tile per image (max_num=1): the labels describe the whole image as one token grid.
     tiles = [preprocess_image(load_image(path), processor.image_config, max_num=1, dtype=dtype) for path, _ in items]
     pixel_values = torch.cat(tiles).to(device)
-    batch = {name: torch.tensor([labels[name] for _, labels in items], device=device) for name in ATTRIBUTES}
+    batch = {name: torch.tensor([labels[name] for _, labels in items], device=device)
+             for name in (*ATTRIBUTES, *STRUCTURE_TARGETS)}
     cells = len(items[0][1]["kind"])
     blank = [[0.0] * len(CHARACTERS)] * cells
     batch["chars"] = torch.tensor([labels["chars"] if labels["chars"][0] is not None else blank
@@ -359,7 +309,8 @@ def train_dense(init_dir: str | Path, suite_dir: str | Path, out_dir: str | Path
     model.language_model.requires_grad_(False)
     vectors = word_vectors(model, processor.tokenizer) if config.word_aligned else None
     slots_per_token = (patches // grid) ** 2 if patches else 0
-    heads = DenseHeads(model.config.llm_config.hidden_size, vectors, slots_per_token, config.box_weight).to(device)
+    heads = DenseHeads(model.config.llm_config.hidden_size, vectors, slots_per_token, config.box_weight,
+                       config.structure_weight, config.structure_targets).to(device)
     params = [*model.vision_model.parameters(), *model.mlp1.parameters(), *heads.parameters()]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up over 5 %, then cosine to 10 %
@@ -402,7 +353,7 @@ def evaluate_dense(model: Any, heads: DenseHeads, processor: Any, images: list[t
     """Held-out accuracy per attribute (cells holding a shape), for the characters of a cell and, with the box
     head, the share of shapes whose predicted box has IoU >= 0.5."""
     model.eval()
-    totals = {name: [0, 0] for name in (*ATTRIBUTES, "chars", "box")}
+    totals = {name: [0, 0] for name in (*ATTRIBUTES, "chars", "box", *STRUCTURE_TARGETS)}
     for start in range(0, len(images), batch_images):
         pixel_values, batch = _collate(images[start:start + batch_images], processor, device, torch.float32)
         for name, (right, total) in heads.correct(model.get_image_features(pixel_values), batch).items():
@@ -427,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="characters per token as a set, or one per ViT patch (for the slot text layout)")
     parser.add_argument("--box-weight", type=float, default=0.0,
                         help="weight of a per-token box regression loss on the shapes (0: off)")
+    parser.add_argument("--structure-weight", type=float, default=0.0,
+                        help="weight of the per-token count and rank targets (0: off)")
+    parser.add_argument("--structure-targets", default=",".join(STRUCTURE_TARGETS),
+                        help=f"comma-separated, some of {','.join(STRUCTURE_TARGETS)}")
     parser.add_argument("--extra-streams", default="",
                         help="comma-separated train-only streams whose images join training (ocr-numbers,ocr-letters)")
     args = parser.parse_args(argv)
@@ -434,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
                           DenseConfig(steps=args.steps, batch_images=args.batch_images, lr=args.lr, seed=args.seed,
                                       word_aligned=args.word_aligned, char_target=args.char_target,
                                       text_share=args.text_share, box_weight=args.box_weight,
+                                      structure_weight=args.structure_weight,
+                                      structure_targets=tuple(filter(None, args.structure_targets.split(","))),
                                       extra_streams=tuple(filter(None, args.extra_streams.split(",")))),
                           device=args.device)
     print(json.dumps(summary, indent=2))

@@ -120,14 +120,18 @@ def load_split(path: str | Path, limit: int | None = None) -> list[dict[str, Any
 
 def evaluate(vlm: Any, records: list[dict[str, Any]], max_new_tokens: int = 64, batch_size: int = 16,
              max_num: int | None = 1) -> TaskReport:
-    """Ask every record's first question (greedy) and score the reply against its stored answer."""
-    questions, images = [], []
-    for record in records:
-        question = record["conversations"][0]["value"]
-        questions.append(question)
-        images.append(record["image"] or None)
-    replies = vlm.batch_chat(questions, images=images, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                             max_num=max_num)
+    """Ask every record's first question (greedy) and score the reply against its stored answer.
+
+    The questions are batched task by task: a batch decodes until its longest reply ends, and one caption in a
+    batch of one-word answers would keep all of them decoding for `max_new_tokens` steps."""
+    order = sorted(range(len(records)), key=lambda index: (str(records[index].get("task", "")), index))
+    questions = [records[index]["conversations"][0]["value"] for index in order]
+    images = [records[index]["image"] or None for index in order]
+    sorted_replies = vlm.batch_chat(questions, images=images, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                    max_num=max_num)
+    replies = [None] * len(records)
+    for position, index in enumerate(order):
+        replies[index] = sorted_replies[position]
     sums: dict[str, list[float]] = defaultdict(list)
     report = TaskReport()
     for record, reply in zip(records, replies):
