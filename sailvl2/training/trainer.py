@@ -266,7 +266,7 @@ class Trainer:
                 logger.info("resumed from %s at step %d", checkpoint, start_step)
         metrics = MetricsLogger(self.run_dir, self.total_steps, start_step, enabled=info.is_main)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        losses, step = [], start_step
+        losses: list[float] = []
         prefetcher = RowPrefetcher(self.data, self.step_limit - start_step) if recipe.data.prefetch else None
         try:
             for step in range(start_step, self.step_limit):
