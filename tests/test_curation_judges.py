@@ -378,7 +378,11 @@ def test_train_judge_smoke(tmp_path):
         assert judge["steps"] == 2 and len(judge["examples"]) > 0
         held = (tmp_path / "run" / "data" / f"heldout-{name}.jsonl").read_text().splitlines()
         assert judge["n"] == len(held) and sum(judge["counts"].values()) == len(held)
-        assert json.loads((tmp_path / "run" / name / "final" / "judge.json").read_text())["prompt_style"] == "compact"
+        config = json.loads((tmp_path / "run" / name / "final" / "judge.json").read_text())
+        assert config["prompt_style"] == "compact"
+        # provenance names the default used, not this machine's path to it; no temporary file is left behind
+        assert config["init"] in ("shipped nano model", "random (smoke)") and "/" not in config["init"]
+        assert not [p for p in (tmp_path / "run" / name / "final").iterdir() if ".tmp-" in p.name]
     # The pipeline check agrees with the judges' own verdicts put through the rule.
     records = [json.loads(x) for x in (tmp_path / "run" / "data" / "heldout-ita_score.jsonl").read_text().splitlines()]
     requests = [JudgeRequest((str(tmp_path / "run" / "data" / r["image"]),), r["judge"]["caption"]) for r in records]

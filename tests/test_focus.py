@@ -59,7 +59,10 @@ def test_focus_config_and_record_errors() -> None:
                                                             {"from": "gpt", "value": "a"}]}
     record = parse_record({**base, "focus": [[[0, 1, 2, 30, 40]]]}, source="t", fallback_id="x")
     assert record.focus == (((0, 1, 2, 30, 40),),)
-    for bad in ([[[0, 1, 2, 30]]], [[[0, 50, 2, 30, 40]]], [[[0, 1, 2, 30, 4000]]], {"a": 1}, [["box"]]):
+    tagged = parse_record({**base, "focus": [[[0, 1, 2, 30, 40, 1]]]}, source="t", fallback_id="x")
+    assert tagged.focus == (((0, 1, 2, 30, 40, 1),),)  # a subject index (training/focus.py)
+    for bad in ([[[0, 1, 2, 30]]], [[[0, 50, 2, 30, 40]]], [[[0, 1, 2, 30, 4000]]], {"a": 1}, [["box"]],
+                [[[0, 1, 2, 30, 40, -1]]], [[[0, 1, 2, 30, 40, 0.5]]], [[[0, 1, 2, 30, 40, 1, 2]]]):
         with pytest.raises(DataError, match="focus"):
             parse_record({**base, "focus": bad}, source="t", fallback_id="x")
 
@@ -98,7 +101,8 @@ def test_encoder_marks_the_query_and_the_target_tokens(nano, tmp_path) -> None:
     first, second = _samples(nano, tmp_path)
     # The second turn has no boxes: one supervised reply.
     assert len(first.focus) == 1 and len(second.focus) == 1
-    query, targets, share = first.focus[0]
+    query, targets, subject, share = first.focus[0]
+    assert subject == -1  # untagged boxes: every supervised head
     assert share == 1.0  # one query: the reply's whole weight
     # The query is the token before the reply's first labelled token, and it is not itself labelled.
     assert first.labels[query] == IGNORE_INDEX and first.labels[query + 1] != IGNORE_INDEX
@@ -128,12 +132,12 @@ def test_reply_span_supervises_every_reply_token_but_the_end(nano, tmp_path) -> 
     reply = ConversationEncoder(processor, max_num=1, focus_span="reply").encode(turns, images=[image], focus=box)
     trained = (reply.labels != IGNORE_INDEX).nonzero().flatten().tolist()
     # Every trained token but the closing <|im_end|> is predicted from a supervised query, all with one target.
-    assert [query + 1 for query, _, _ in reply.focus] == trained[:-1]
+    assert [query + 1 for query, *_ in reply.focus] == trained[:-1]
     # The reply's queries share its weight: a two-word answer weighs as much as a one-word one.
     assert sum(share for *_, share in reply.focus) == pytest.approx(1.0)
     assert len({share for *_, share in reply.focus}) == 1
     assert processor.tokenizer.decode(reply.input_ids[trained[:-1]]) == "bottom right"
-    assert reply.focus[0][:2] == first.focus[0][:2] and len({tuple(t) for _, t, _ in reply.focus}) == 1
+    assert reply.focus[0][:2] == first.focus[0][:2] and len({tuple(t) for _, t, *_ in reply.focus}) == 1
     with pytest.raises(InputError, match="focus_span"):
         ConversationEncoder(processor, focus_span="all")
 
@@ -153,7 +157,7 @@ def _reference_loss(model, sample) -> torch.Tensor:
     finally:
         model.language_model.config._attn_implementation = previous
     weights = out.attentions[LAYER][0, HEAD]  # [query, key]
-    losses = torch.stack([-weights[query, targets].sum().log() * share for query, targets, share in sample.focus])
+    losses = torch.stack([-weights[query, targets].sum().log() * share for query, targets, _, share in sample.focus])
     return losses.sum() / sum(share for *_, share in sample.focus)
 
 
@@ -289,3 +293,61 @@ def test_reply_span_loss_weighs_each_reply_once(nano, tmp_path) -> None:
         assert packed_loss_value == pytest.approx(sum(losses) / 2, rel=1e-4, abs=FP32_LOG_ABS)
     finally:
         focus.remove()
+
+
+def test_subject_tagged_boxes_supervise_one_head_each(nano, tmp_path) -> None:
+    """Boxes tagged with a subject (a sixth number) supervise only the matching head: the loss is the mean over
+    the heads of -log(that head's eager attention on its own subject's tokens); untagged boxes keep supervising
+    every head; a tagged reply weighs as much as an untagged one in a packed row."""
+    model, processor = nano
+    image = Image.new("RGB", (168, 168), (255, 255, 255))
+    image.paste((220, 30, 30), (10, 10, 50, 50))  # top-left cell
+    image.paste((30, 30, 220), (120, 120, 160, 160))  # bottom-right cell
+    path = tmp_path / "two.png"
+    image.save(path)
+    encoder = ConversationEncoder(processor, max_num=1)
+    turns = [{"from": "human", "value": "<image>\nIs the red square left of the blue square?"},
+             {"from": "gpt", "value": "yes"}]
+    red, blue = [0, 60, 60, 298, 298], [0, 714, 714, 952, 952]
+    tagged = encoder.encode(turns, images=[str(path)], focus=[[red + [0], blue + [1]]], sample_id="tagged")
+    untagged = encoder.encode(turns, images=[str(path)], focus=[[red, blue]], sample_id="untagged")
+    image_positions = (tagged.input_ids == model.config.image_token_id).nonzero().flatten().tolist()
+    # One query, two items: subject 0 -> the red square's token, subject 1 -> the blue one's, half the share each.
+    assert [(targets, subject, share) for _, targets, subject, share in tagged.focus] == [
+        ([image_positions[0]], 0, 0.5), ([image_positions[8]], 1, 0.5)]
+    assert [(targets, subject) for _, targets, subject, _ in untagged.focus] == [
+        ([image_positions[0], image_positions[8]], -1)]
+    with pytest.raises(InputError, match="subject >= 0"):
+        encoder.encode(turns, images=[str(path)], focus=[[red + [-1]]])
+    heads = (0, 2)
+    focus = FocusSupervision(model, FocusConfig(weight=1.0, layers=(LAYER,), heads=heads))
+    try:
+        losses = []
+        for sample in (tagged, untagged):
+            row = pack_row([sample], processor.pad_token_id)
+            focus.arm(row.focus, 1.0)
+            _training_forward(model, row)
+            focus.disarm()
+            losses.append(focus.last_loss)
+        packed = pack_row([tagged, untagged], processor.pad_token_id)
+        focus.arm(packed.focus, 1.0)
+        _training_forward(model, packed)
+        focus.disarm()
+    finally:
+        focus.remove()
+    previous = model.language_model.config._attn_implementation
+    model.language_model.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            embeds = model.embed_inputs(tagged.input_ids[None], tagged.pixel_values)
+            weights = model.language_model.model(inputs_embeds=embeds, output_attentions=True).attentions[LAYER][0]
+    finally:
+        model.language_model.config._attn_implementation = previous
+    query = tagged.focus[0][0]
+    red_token, blue_token = image_positions[0], image_positions[8]
+    expected_tagged = (-weights[heads[0], query, red_token].log() - weights[heads[1], query, blue_token].log()) / 2
+    expected_untagged = sum(-weights[head, query, [red_token, blue_token]].sum().log() for head in heads) / 2
+    assert losses[0] == pytest.approx(float(expected_tagged), rel=1e-4, abs=FP32_LOG_ABS)
+    assert losses[1] == pytest.approx(float(expected_untagged), rel=1e-4, abs=FP32_LOG_ABS)
+    assert abs(losses[0] - losses[1]) > 1e-3
+    assert focus.last_loss == pytest.approx(sum(losses) / 2, rel=1e-4, abs=FP32_LOG_ABS)  # one reply each

@@ -81,4 +81,9 @@ def test_a_rerun_refuses_a_suite_generated_with_other_settings(tmp_path):
     with pytest.raises(ConfigError, match="chart_read_version 1 \\(this run: 2\\)"):
         run_ladder(tmp_path / "run", preset="smoke", stages=("align",), number_images=3, chart_layout="slots",
                    chart_images=2)
+    # A suite written before its focus boxes changed (session 16: chart focus, subjects) is refused too.
+    (data / "manifest.json").write_text(json.dumps({key: value for key, value in manifest.items()
+                                                    if key != "focus_version"}))
+    with pytest.raises(ConfigError, match="focus_version 0 \\(this run: 2\\)"):
+        run_ladder(tmp_path / "run", preset="smoke", stages=("align",), number_images=3, chart_layout="slots")
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before == ["data"]  # nothing trained

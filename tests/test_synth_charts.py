@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 
 from sailvl2.nano.dense import CHARACTERS, dense_labels
-from sailvl2.synth import CHART_READ_VERSION, check_suite, generate_suite, scene_from_dict
+from sailvl2.synth import CHART_READ_VERSION, check_record, check_suite, generate_suite, scene_from_dict
+from sailvl2.processing.images import ImageProcessorConfig
 from sailvl2.synth.charts import ChartScene, TableScene, sample_chart_scene, sample_table_scene
+from sailvl2.synth.tasks import chart_qas, table_qas
+from sailvl2.training.focus import box_token_positions
 
 SLOT = 28
 COMPARISONS = {"charts/largest", "charts/smallest", "charts/table_argmax"}
@@ -79,6 +82,67 @@ def test_slot_tables_draw_each_character_in_its_own_slot() -> None:
         TableScene(168, 168, ("X",), ("A",), ((1,),)).character_centres()
 
 
+def _glyphs_in(scene, box) -> str:
+    """The characters whose slot centres lie inside a pixel box, in drawing order."""
+    x1, y1, x2, y2 = box
+    return "".join(char for char, x, y in scene.character_centres() if x1 < x < x2 and y1 < y < y2)
+
+
+@pytest.mark.parametrize("chart", ["bar", "line", "pie"])
+def test_category_blocks_hold_their_label_and_value(chart: str) -> None:
+    """A category's focus block holds exactly its own label and value characters (no other category's), and
+    maps to exactly one nano LLM token (training/focus.py)."""
+    rng = random.Random(f"blocks-{chart}")
+    config = ImageProcessorConfig(image_size=168, max_num=1)
+    for _ in range(20):
+        scene = sample_chart_scene(rng, 168, 168, chart, slot=SLOT)
+        tokens = []
+        for k, (label, value) in enumerate(zip(scene.labels, scene.values)):
+            box = scene.category_box(k)
+            assert sorted(_glyphs_in(scene, box)) == sorted(label + str(value))
+            x1, y1, x2, y2 = box
+            unit = [x1 * 1000 / 168, y1 * 1000 / 168, x2 * 1000 / 168, y2 * 1000 / 168]
+            tokens += box_token_positions(unit, (168, 168), config, 1, 9)
+        # one token each, all different: bars / lines on the bottom token row, pie entries in the right column
+        assert len(tokens) == len(set(tokens)) == len(scene.values)
+        assert all(t // 3 == 2 for t in tokens) if chart != "pie" else all(t % 3 == 2 for t in tokens)
+    with pytest.raises(ValueError, match="only slot-layout"):
+        sample_chart_scene(rng, 168, 168, chart).category_box(0)
+
+
+def test_table_blocks_hold_their_cell_and_name() -> None:
+    rng = random.Random(11)
+    for _ in range(20):
+        scene = sample_table_scene(rng, 168, 168, slot=SLOT)
+        for r, name in enumerate(scene.rows):
+            assert _glyphs_in(scene, scene.block_box(r + 1, 0)) == name
+            for c, column in enumerate(scene.columns):
+                assert _glyphs_in(scene, scene.block_box(r + 1, c + 1)) == str(scene.cells[r][c])
+                assert _glyphs_in(scene, scene.block_box(0, c + 1)) == column
+
+
+def test_chart_questions_focus_on_their_subjects_and_the_checker_recomputes_them() -> None:
+    """Slot layout: a value question's focus is its category, largest / smallest the answer's category, a
+    comparison both, a table cell its block, a column's largest row that cell and the row's name; whole-chart
+    questions and the free layout carry none. The independent checker recomputes every box and rejects a moved
+    or missing one."""
+    bars = ChartScene(168, 168, "bar", "", ("A", "Bo", "C"), (34, 57, 12), ("red",), slot=SLOT)
+    qas = {qa.task: qa for qa in chart_qas(bars, random.Random(0))}
+    assert qas["charts/largest"].focus == ((0, 56, 112, 112, 168),)  # Bo: slot columns 2-3, rows 4-5
+    assert qas["charts/smallest"].focus == ((0, 112, 112, 168, 168),)  # C
+    assert len(qas["charts/compare"].focus) == 2 and len(qas["charts/value"].focus) == 1
+    assert qas["charts/count"].focus == () and qas["charts/type"].focus == ()
+    table = TableScene(168, 168, ("X", "Y"), ("A", "Bo"), ((12, 34), (57, 11)), slot=SLOT)
+    argmax = [qa for qa in table_qas(table, random.Random(3)) if qa.task == "charts/table_argmax"]
+    column = 0 if argmax[0].question.endswith("X?") else 1
+    best = 1 if column == 0 else 0  # column X: 57 (row Bo); column Y: 34 (row A)
+    # two subjects, tagged in order (training/focus.py): the cell, then the row's name
+    assert argmax[0].focus == ((0, *table.block_box(best + 1, column + 1), 0), (0, *table.block_box(best + 1, 0), 1))
+    assert [box[5] for box in qas["charts/compare"].focus] == [0, 1] and len(qas["charts/value"].focus[0]) == 5
+    free = sample_chart_scene(random.Random(1), 168, 168, "bar")
+    assert all(qa.focus == () for qa in chart_qas(free, random.Random(0)))
+
+
 def test_free_layout_charts_serialise_as_before() -> None:
     free = sample_chart_scene(random.Random(0), 168, 168, "bar")
     assert "slot" not in free.to_dict() and free.title and scene_from_dict(free.to_dict()) == free
@@ -119,6 +183,25 @@ def test_chart_slot_suite_passes_the_checker(tmp_path: Path) -> None:
     assert manifest["chart_slot"] == SLOT and "text_slot" not in manifest
     report = check_suite(out)
     assert report.failures == [] and report.checked == 220
+    records = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    focused = [r for r in records if r["task"] in ("charts/value", "charts/largest", "charts/smallest",
+                                                  "charts/compare", "charts/table_cell", "charts/table_argmax")]
+    assert focused and all(len(r["focus"][0]) in (1, 2) for r in focused)
+    assert not any("focus" in r for r in records if r["task"] in ("charts/count", "charts/type", "charts/table_rows"))
+    for record in focused[:20]:  # a box moved by one block, or a missing one, is caught
+        x1, y1, x2, y2, *tag = record["focus"][0][0][1:]
+        moved = [0, *(((x1 + 333) % 1000, y1, (x1 + 333) % 1000 + (x2 - x1), y2) if x1 < 600 else
+                        (x1 - 333, y1, x2 - 333, y2)), *tag]
+        broken = dict(record, focus=[[moved, *record["focus"][0][1:]]])
+        assert any("is not the subject's block" in f for f in check_record(broken))
+        missing = {k: v for k, v in record.items() if k != "focus"}
+        assert check_record(missing) and "needs one focus entry" in check_record(missing)[0]
+    pairs = [r for r in focused if len(r["focus"][0]) == 2]
+    assert pairs and all([box[5] for box in r["focus"][0]] == [0, 1] for r in pairs)
+    for record in pairs[:10]:  # a pair's subjects must be tagged in the question's order
+        untagged = dict(record, focus=[[box[:5] for box in record["focus"][0]]])
+        swapped = dict(record, focus=[[[*box[:5], 1 - box[5]] for box in record["focus"][0]]])
+        assert "subject tag" in check_record(untagged)[0] and "subject tag" in check_record(swapped)[0]
     scenes = [json.loads(line)["scene"] for line in (out / "train.jsonl").read_text().splitlines()]
     charts = [s for s in scenes if s["type"] in ("chart", "table")]
     assert len(charts) > 40 and {s["slot"] for s in charts} == {SLOT}

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..configuration import atomic_write_text
 from .judge_data import CORRUPTIONS, build_judge_data
 from .judges import JUDGE_CONFIG, JudgeRequest, LocalJudge
 from .types import CurationError
@@ -175,6 +176,8 @@ def train_judges(out_dir: str | Path, preset: str = "full", init: str | Path | N
     started = time.perf_counter()
     suite, data = out / "suite", out / "data"
     init_dir = Path(init) if init is not None else _default_init(out, preset, seed)
+    init_label = (str(init) if init is not None
+                  else "random (smoke)" if init_dir == out / "init" else "shipped nano model")
     if not (suite / "manifest.json").is_file():
         # Scenes at the judge model's own tile size: the nano model's 168-px tile puts one image token on
         # each cell of the scenes' shape grid (sailvl2/nano/model.py); resampled scenes would straddle tokens.
@@ -185,7 +188,7 @@ def train_judges(out_dir: str | Path, preset: str = "full", init: str | Path | N
                                 families=tuple(settings["families"]),
                                 corruptions=tuple(corruptions or settings.get("corruptions", CORRUPTIONS)),
                                 verify=settings.get("verify", False))
-    report: dict[str, Any] = {"preset": preset, "seed": seed, "init": str(init_dir), "threads": threads,
+    report: dict[str, Any] = {"preset": preset, "seed": seed, "init": init_label, "threads": threads,
                               "families": manifest["families"], "corruptions": manifest["corruptions"],
                               "overrides": list(overrides), "data": manifest["files"], "judges": {}}
     finals: dict[str, Path] = {}
@@ -195,10 +198,13 @@ def train_judges(out_dir: str | Path, preset: str = "full", init: str | Path | N
             f"output_dir={(out / judge).resolve()}", f"seed={seed}", *settings["overrides"], *overrides])
         result = Trainer(recipe, device="cpu").run()
         final = out / judge / "final"
-        (final / JUDGE_CONFIG).write_text(json.dumps(
+        # Atomic, so a judge folder never holds half a judge.json (LocalJudge reads it on load). "init" is
+        # provenance only: the path as the user gave it, or which default was used, never a machine's absolute
+        # site-packages path that would not mean anything once the judge is copied elsewhere.
+        atomic_write_text(final / JUDGE_CONFIG, json.dumps(
             {"judge": judge, "prompt_style": manifest["prompt_style"], "recipe": RECIPES[judge],
-             "init": str(init_dir), **({"max_new_tokens": VERIFY_REPLY_TOKENS} if manifest["verify"] else {})},
-            indent=2) + "\n", encoding="utf-8")
+             "init": init_label, **({"max_new_tokens": VERIFY_REPLY_TOKENS} if manifest["verify"] else {})},
+            indent=2) + "\n")
         finals[judge] = final
         metrics = evaluate_judge(final, _read_jsonl(data / f"heldout-{judge}.jsonl"), judge, data)
         report["judges"][judge] = {"steps": result.steps, "train_seconds": round(result.summary["train_seconds"], 1),
@@ -208,8 +214,8 @@ def train_judges(out_dir: str | Path, preset: str = "full", init: str | Path | N
     if pipeline:
         report["pipeline"] = _pipeline_check(out, data, finals)
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(markdown(report), encoding="utf-8")
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "report.md", markdown(report))
     return report
 
 
@@ -257,7 +263,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-pipeline", action="store_true", help="skip the curation-pipeline check")
     parser.add_argument("overrides", nargs="*", help="recipe key=value overrides for every judge")
     args = parser.parse_args(argv)
-    report = train_judges(args.out, args.preset, args.init, args.seed, tuple(args.judges.split(",")) if args.judges else None, args.threads,
+    judges = tuple(args.judges.split(",")) if args.judges else None
+    report = train_judges(args.out, args.preset, args.init, args.seed, judges, args.threads,
                           args.overrides, not args.no_pipeline,
                           tuple(args.corruptions.split(",")) if args.corruptions else None)
     print(markdown(report))

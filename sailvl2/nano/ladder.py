@@ -7,13 +7,13 @@ evaluate after every stage, write a report.
 
 Stages: vision-language alignment -> multi-task pre-training -> SFT -> LongCoT SFT (recipes in
 sailvl2/recipes/nano_*.yaml; the RL stage arrives with the RL issue). The alignment stage is dense
-(nano/dense.py): the ViT and projector learn, with the LLM frozen, to turn each image token into the LLM's
-own word embeddings of what the scene description says is in its cell (kind, colour, size, row, column), as
-the paper's alignment stage trains the vision side into a frozen LLM's space on captions. Next-token training
-on the caption texts (the `nano_align` recipe) is not in the ladder: measured, any of it, before or inside
-multi-task training, breaks the later read-out of one shape's attributes (docs/nano-sessions.md, session 6). Each stage starts from the previous
-one's export. The multi-task and SFT stages train on the suite's multi-turn dialogues (one image, several
-questions); the held-out evaluation asks one question per image, as the shipped demo does.
+(nano/dense.py): the ViT and projector learn, with the LLM frozen, to turn each image token into the LLM's own
+word embeddings of what the scene description says is in its cell (kind, colour, size, row, column), as the
+paper's alignment stage trains the vision side into a frozen LLM's space on captions. Next-token training on the
+caption texts (the `nano_align` recipe) is not in the ladder: measured, any of it, before or inside multi-task
+training, breaks the later read-out of one shape's attributes (docs/nano-sessions.md, session 6). Each stage
+starts from the previous one's export. The multi-task and SFT stages train on the suite's multi-turn dialogues
+(one image, several questions); the held-out evaluation asks one question per image, as the shipped demo does.
 Outputs in `--out`: data/ (the suite), init/, one run folder per stage, report.md, report.json.
 """
 
@@ -112,7 +112,7 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
         if count < 0:
             raise ConfigError(f"{argument} must be >= 0, got {count}")
     from ..api import load
-    from ..synth import CHART_READ_VERSION, generate_suite
+    from ..synth import CHART_READ_VERSION, FOCUS_VERSION, generate_suite
     from ..training.recipe import load_recipe
     from ..training.trainer import Trainer
 
@@ -124,7 +124,8 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
     wanted = {"seed": seed, "text_slot": text_slot, "chart_slot": chart_slot,
               "number_images": number_images, "letter_images": letter_images, "chart_images": chart_images,
               "train_records": settings["sizes"]["train"],
-              "chart_read_version": CHART_READ_VERSION if chart_images else 0}
+              "chart_read_version": CHART_READ_VERSION if chart_images else 0,
+              "focus_version": FOCUS_VERSION}
     if (data / "manifest.json").is_file():  # a rerun into the same folder reuses its suite, if it is the same one
         manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
         found = {key: manifest.get(key, 0) for key in wanted}
@@ -169,7 +170,8 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
                                      "last_loss": last, "train_seconds": summary["train_seconds"],
                                      "dense_accuracy": summary["heldout_accuracy"]})
             continue
-        overrides = [f"init={{checkpoint: {previous.resolve()}}}", f"data.mixture={(data / 'mixtures' / f'{mixture}.yaml').resolve()}",
+        overrides = [f"init={{checkpoint: {previous.resolve()}}}",
+                     f"data.mixture={(data / 'mixtures' / f'{mixture}.yaml').resolve()}",
                      f"output_dir={(out / stage).resolve()}", f"seed={seed}",
                      *settings.get("common", []), *settings["overrides"].get(stage, [])]
         result = Trainer(load_recipe(recipe_name, overrides), device="cpu").run()
@@ -195,7 +197,8 @@ def markdown(report: dict[str, Any]) -> str:
     stages = report["stages"]
     lines = [f"# Nano SAIL-VL2 ladder ({report['preset']}, seed {report['seed']})", "",
              f"Wall time: {report['wall_seconds'] / 60:.1f} min. Final model: `{report['final_model']}`.", "",
-             "| stage | steps | loss, first -> last tenth of the steps | train s | held-out accuracy | chance | perception tasks |",
+             "| stage | steps | loss, first -> last tenth of the steps | train s | held-out accuracy | chance "
+             "| perception tasks |",
              "|---|---:|---|---:|---:|---:|---:|"]
     for s in stages:
         if "dense_accuracy" in s:  # the vision stage has no answers to score, only its per-token read-outs

@@ -17,10 +17,12 @@ from .checker import CheckReport, check_record, check_suite, scene_signature
 from .scene import ShapeScene, TextScene, sample_shape_scene, sample_text_scene, scene_from_dict
 from .charts import ChartScene, TableScene, sample_chart_scene, sample_table_scene
 from .tasks import QA
-from .writer import CHART_READ_VERSION, FAMILIES, GENERATOR_VERSION, SPLIT_BUCKETS, generate_suite, plan_item, split_of
+from .writer import (CHART_READ_VERSION, FAMILIES, FOCUS_VERSION, GENERATOR_VERSION, SPLIT_BUCKETS, generate_suite,
+                     plan_item, split_of)
 
 __all__ = [
-    "CHART_READ_VERSION", "FAMILIES", "GENERATOR_VERSION", "QA", "SPLIT_BUCKETS", "ChartScene", "CheckReport", "ShapeScene",
+    "CHART_READ_VERSION", "FAMILIES", "FOCUS_VERSION", "GENERATOR_VERSION", "QA", "SPLIT_BUCKETS", "ChartScene",
+    "CheckReport", "ShapeScene",
     "TableScene", "TextScene", "check_record", "check_suite", "generate_suite", "plan_item",
     "sample_chart_scene", "sample_shape_scene", "sample_table_scene", "sample_text_scene", "scene_from_dict",
     "scene_signature", "split_of",

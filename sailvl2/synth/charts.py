@@ -105,6 +105,16 @@ class ChartScene:
             centres += [(char, *centre(column, row)) for char, column, row in places]
         return centres
 
+    def category_box(self, k: int) -> tuple[int, int, int, int]:
+        """Pixel box (x1, y1, x2, y2) of category k's 2 x 2 block of slots, which holds its label and value
+        (slot layout only): the one nano LLM token that names and gives the category (the focus box of a
+        question about it, training/focus.py)."""
+        if not self.slot:
+            raise ValueError("only slot-layout charts have one block per category")
+        columns, rows = self.width // self.slot, self.height // self.slot
+        column, row = (columns - 2, 2 * k) if self.chart == "pie" else (2 * k, rows - 2)
+        return (column * self.slot, row * self.slot, (column + 2) * self.slot, (row + 2) * self.slot)
+
     def _slots(self) -> tuple[list[int], float, int, int]:
         """Category centres, slot width, and the plot's top and baseline rows (bar and line charts)."""
         if self.slot:  # category k over slot columns 2k and 2k + 1, above the value and label rows
@@ -248,6 +258,14 @@ class TableScene:
         texts = [("", *self.columns)] + [(name, *map(str, cells)) for name, cells in zip(self.rows, self.cells)]
         return [(char, self.slot * (2 * c + j + 0.5), self.slot * (2 * r + 0.5))
                 for r, line in enumerate(texts) for c, text in enumerate(line) for j, char in enumerate(text)]
+
+    def block_box(self, row: int, column: int) -> tuple[int, int, int, int]:
+        """Pixel box of table block (row, column) in the slot layout, the names counted: row 0 holds the column
+        names and column 0 the row names, so data cell (r, c) is block (r + 1, c + 1). One nano LLM token."""
+        if not self.slot:
+            raise ValueError("only slot-layout tables have one block per cell")
+        side = 2 * self.slot
+        return (column * side, row * side, (column + 1) * side, (row + 1) * side)
 
     def render(self) -> Image.Image:
         image = Image.new("RGB", (self.width, self.height), (255, 255, 255))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .checker_captions import check_caption  # parse-back of captions, kept apart to stay readable
+from .checker_charts import chart_answer, check_chart_focus
 from .checker_pixels import Mismatch, box_ok, expect, extent, pixel_boxes
 
 __all__ = ["CheckReport", "check_record", "check_suite", "scene_signature"]
@@ -146,39 +147,6 @@ def _grounding_answer(task: str, q: str, scene: dict[str, Any], boxes: list | No
     return f"{hit['colour']} {hit['kind']}"
 
 
-def _chart_answer(task: str, q: str, scene: dict[str, Any]) -> str:
-    if scene["type"] == "table":
-        rows, cols, cells = scene["rows"], scene["columns"], scene["cells"]
-        if task == "charts/table_cell":
-            r, c = _match(r"In the table, what is the value in row (.+) and column (.+)\?", q)
-            return str(cells[rows.index(r)][cols.index(c)])
-        if task == "charts/table_argmax":
-            c = cols.index(_match(r"Which row has the largest value in column (.+)\?", q)[0])
-            column = [row[c] for row in cells]
-            return _one([{"r": r} for r, v in zip(rows, column) if v == max(column)], "argmax")["r"]
-        expect(task == "charts/table_rows", f"task {task!r} on a table")
-        _match(r"How many rows of data does the table have\?", q)
-        return str(len(rows))
-    table = dict(zip(scene["labels"], scene["values"]))
-    expect(len(table) == len(scene["labels"]), "duplicate chart labels")
-    if task == "charts/value":
-        return str(table[_match(r"What is the value of (.+)\?", q)[0]])
-    if task in ("charts/largest", "charts/smallest"):
-        word = _match(r"Which category has the (largest|smallest) value\?", q)[0]
-        best = (max if word == "largest" else min)(table.values())
-        return _one([{"l": l} for l, v in table.items() if v == best], word)["l"]
-    if task == "charts/compare":
-        a, b = _match(r"Is the value of (.+) greater than the value of (.+)\?", q)
-        expect(table[a] != table[b], "compare asked about equal values")
-        return "yes" if table[a] > table[b] else "no"
-    if task == "charts/count":
-        _match(r"How many categories are there\?", q)
-        return str(len(table))
-    expect(task == "charts/type", f"task {task!r} on a chart")
-    _match(r"What type of chart is this\?", q)
-    return scene["chart"]
-
-
 def _reasoning_answer(q: str, scene: dict[str, Any]) -> int:
     if scene["type"] == "shapes":
         if m := re.fullmatch(r"How many (\w+)s and (\w+)s are there in total\?", q):
@@ -299,10 +267,12 @@ def _check(record: dict[str, Any], image_root: str | os.PathLike | None, cache: 
         expect(q in (("What number is shown?", "What number is written in the image?") if number else
                       ("What is written here?", "What text is shown in the image?")), "OCR question")
     else:
-        expected = (_chart_answer(task, q, scene) if family == "charts"
+        expected = (chart_answer(task, q, scene) if family == "charts"
                     else _shape_answer(task, q, scene, boxes))
         expect(answer == reply == expected, f"answer {answer!r} / reply {reply!r} != {expected!r}")
-    if family not in ("captions", "reasoning", "charts"):
+    if family == "charts":
+        check_chart_focus(record, task, q, scene)
+    elif family not in ("captions", "reasoning"):
         _check_focus(record, task, q, scenes)
 
 
@@ -367,14 +337,21 @@ def _check_focus(record: dict[str, Any], task: str, q: str, scenes: list[dict[st
         return
     boxes = focus[0] if focus else []
     expect(focus is None or len(focus) == 1, "a single-turn record has one focus entry")
+    # Two-subject questions tag each box with its subject, in the question's order (training/focus.py): the
+    # relation's two shapes, or which's anchor (0) and answer (1); every other task's boxes are untagged.
+    tagged = task in ("shapes/relation", "shapes/which")
     covered = []
-    for index, x1, y1, x2, y2 in boxes:
+    for box in boxes:
+        expect(len(box) == (6 if tagged else 5), f"{task} focus boxes are {'' if tagged else 'not '}subject-tagged")
+        index, x1, y1, x2, y2 = box[:5]
         w, h = scenes[index]["width"], scenes[index]["height"]
         inside = [s for s in scenes[index]["shapes"]
                   if x1 * w / 1000 <= s["cx"] <= x2 * w / 1000 and y1 * h / 1000 <= s["cy"] <= y2 * h / 1000]
         expect(len(inside) == 1, f"focus box {[x1, y1, x2, y2]} holds {len(inside)} shape centres, not one")
-        covered.append((index, inside[0]))
-    key = lambda pair: (pair[0], pair[1]["row"], pair[1]["col"])  # noqa: E731
+        covered.append((index, inside[0], *box[5:]))
+    key = lambda pair: (pair[0], pair[1]["row"], pair[1]["col"], *pair[2:])  # noqa: E731
+    if tagged:
+        subjects = [(*pair, subject) for subject, pair in enumerate(subjects)]
     expect(sorted(map(key, covered)) == sorted(map(key, subjects)),
            f"focus boxes cover {sorted(map(key, covered))}, the question is about {sorted(map(key, subjects))}")
 

@@ -35,11 +35,15 @@ class QA:
     answer: Any  # the short ground truth used for scoring (a string; 4 ints for grounding)
     kind: str = "direct"
     extra: dict[str, Any] = field(default_factory=dict)
-    focus: tuple[tuple[int, int, int, int, int], ...] = ()  # (image index, x1, y1, x2, y2) pixel boxes
+    # (image index, x1, y1, x2, y2) pixel boxes, or (..., subject) where a question names two things: the box's
+    # subject then picks the supervised head (training/focus.py)
+    focus: tuple[tuple[int, ...], ...] = ()
 
 
-def _boxes(shapes: list[Shape] | tuple[Shape, ...], image: int = 0) -> tuple[tuple[int, int, int, int, int], ...]:
-    return tuple((image, *shape.bbox()) for shape in shapes)
+def _boxes(shapes: list[Shape] | tuple[Shape, ...], image: int = 0,
+           subject: int | None = None) -> tuple[tuple[int, ...], ...]:
+    tag = () if subject is None else (subject,)
+    return tuple((image, *shape.bbox(), *tag) for shape in shapes)
 
 
 def unique_shapes(scene: ShapeScene) -> list[Shape]:
@@ -118,7 +122,7 @@ def _relation_qas(named: list[Shape], shapes: list[Shape], rng: random.Random) -
     if pairs:
         a, b = rng.choice(pairs)
         qas.append(_direct("shapes/relation", f"Is the {a.name} {relation} the {b.name}?",
-                           _yes_no(_RELATIONS[relation](a, b)), _boxes([a, b])))
+                           _yes_no(_RELATIONS[relation](a, b)), _boxes([a], subject=0) + _boxes([b], subject=1)))
     relation = rng.choice(tuple(_RELATIONS))
     options = []
     for anchor in named:
@@ -128,7 +132,7 @@ def _relation_qas(named: list[Shape], shapes: list[Shape], rng: random.Random) -
     if options:
         anchor, other = rng.choice(options)
         qas.append(_direct("shapes/which", f"What shape is {relation} the {anchor.name}?", other.name,
-                           _boxes([anchor, other])))
+                           _boxes([anchor], subject=0) + _boxes([other], subject=1)))
     return qas
 
 
@@ -158,35 +162,56 @@ def ocr_qas(scene: TextScene, rng: random.Random) -> list[QA]:
     return [_direct(f"ocr/{scene.category}", question, scene.text, focus)]
 
 
+def _tagged(boxes: list[tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
+    """Two or more boxes, each its own subject (in the question's order): one supervised head on each."""
+    return tuple((*box, subject) for subject, box in enumerate(boxes)) if len(boxes) > 1 else tuple(boxes)
+
+
+def _chart_focus(scene: ChartScene, *categories: int) -> tuple[tuple[int, ...], ...]:
+    """Focus boxes of a slot-layout chart's categories (each one LLM token holding label and value); none in
+    the free layout, whose text the suite does not track. For "largest" / "smallest" the box is the answer's
+    own category: the supervised head learns to find the extreme value's token, the attention pattern that
+    picks a maximum (the shipped run 27 read every chart value, yet chose the largest category at 25 %;
+    docs/nano-sessions.md, session 16)."""
+    return _tagged([(0, *scene.category_box(k)) for k in categories]) if scene.slot else ()
+
+
 def chart_qas(scene: ChartScene, rng: random.Random) -> list[QA]:
     labels, values = scene.labels, scene.values
     qas = []
     k = rng.randrange(len(labels))
-    qas.append(_direct("charts/value", f"What is the value of {labels[k]}?", str(values[k])))
+    qas.append(_direct("charts/value", f"What is the value of {labels[k]}?", str(values[k]), _chart_focus(scene, k)))
     for word, best in (("largest", max(values)), ("smallest", min(values))):
         if values.count(best) == 1:
             qas.append(_direct(f"charts/{word}", f"Which category has the {word} value?",
-                               labels[values.index(best)]))
+                               labels[values.index(best)], _chart_focus(scene, values.index(best))))
     unequal = [(i, j) for i in range(len(labels)) for j in range(len(labels)) if values[i] != values[j]]
     if unequal:
         i, j = rng.choice(unequal)
         qas.append(_direct("charts/compare", f"Is the value of {labels[i]} greater than the value of {labels[j]}?",
-                           _yes_no(values[i] > values[j])))
+                           _yes_no(values[i] > values[j]), _chart_focus(scene, i, j)))
     qas.append(_direct("charts/count", "How many categories are there?", str(len(labels))))
     qas.append(_direct("charts/type", "What type of chart is this?", scene.chart))
     return qas
+
+
+def _table_focus(scene: TableScene, *blocks: tuple[int, int]) -> tuple[tuple[int, ...], ...]:
+    """Focus boxes of slot-layout table blocks (TableScene.block_box: names counted); none in the free layout."""
+    return _tagged([(0, *scene.block_box(row, column)) for row, column in blocks]) if scene.slot else ()
 
 
 def table_qas(scene: TableScene, rng: random.Random) -> list[QA]:
     qas = []
     r, c = rng.randrange(len(scene.rows)), rng.randrange(len(scene.columns))
     qas.append(_direct("charts/table_cell", f"In the table, what is the value in row {scene.rows[r]} and column "
-                                      f"{scene.columns[c]}?", str(scene.cells[r][c])))
+                                      f"{scene.columns[c]}?", str(scene.cells[r][c]),
+                       _table_focus(scene, (r + 1, c + 1))))
     c = rng.randrange(len(scene.columns))
     column = [row[c] for row in scene.cells]
     if column.count(max(column)) == 1:
+        best = column.index(max(column))  # the answer is the row's name, in the block left of the value
         qas.append(_direct("charts/table_argmax", f"Which row has the largest value in column {scene.columns[c]}?",
-                           scene.rows[column.index(max(column))]))
+                           scene.rows[best], _table_focus(scene, (best + 1, c + 1), (best + 1, 0))))
     qas.append(_direct("charts/table_rows", "How many rows of data does the table have?", str(len(scene.rows))))
     return qas
 

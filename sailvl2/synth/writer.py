@@ -33,8 +33,8 @@ from .reasoning import reasoning_qas
 from .scene import sample_focus_shape_scene, sample_letter_scene, sample_shape_scene, sample_text_scene
 from .tasks import QA, chart_qas, grounding_qas, multi_image_qas, ocr_qas, shapes_qas, table_qas, unique_shapes
 
-__all__ = ["CHART_READ_VERSION", "FAMILIES", "GENERATOR_VERSION", "SPLIT_BUCKETS", "Item", "generate_suite", "plan_item",
-           "split_of"]
+__all__ = ["CHART_READ_VERSION", "FAMILIES", "FOCUS_VERSION", "GENERATOR_VERSION", "SPLIT_BUCKETS", "Item",
+           "generate_suite", "plan_item", "split_of"]
 
 GENERATOR_VERSION = "2"  # 2: the focus (warm-up) family joined the default cycle
 # The chart read-out stream's own version (recorded in the manifest when the stream is there, and compared by the
@@ -42,6 +42,10 @@ GENERATOR_VERSION = "2"  # 2: the focus (warm-up) family joined the default cycl
 # still picked the largest / smallest category at 10-50 % from ~300 training questions of each
 # (docs/nano-sessions.md, session 14).
 CHART_READ_VERSION = 2
+# The focus boxes' version (in the manifest; compared by the ladder's stale-suite check). 2 (session 16): slot-layout
+# chart and table questions carry focus boxes, and two-subject questions (relation, which, chart comparison,
+# a column's largest row) tag each box with its subject (training/focus.py).
+FOCUS_VERSION = 2
 CHART_READ_COMPARE = 0.4
 # Relative frequency of each family's items, and how many subtasks one image serves at most.
 FAMILIES: dict[str, tuple[int, int]] = {
@@ -223,8 +227,8 @@ def _record(item: Item, number: int, qa: QA, folder: str | None = None) -> dict[
               "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": qa.reply}],
               "kind": qa.kind, "task": qa.task, "answer": qa.answer, "scene": scene}
     if qa.focus:  # one entry per gpt turn: the boxes its answer depends on, 0-1000 (training/focus.py)
-        record["focus"] = [[[index, *box_coordinates(box, (item.scenes[index].width, item.scenes[index].height))]
-                            for index, *box in qa.focus]]
+        record["focus"] = [[[index, *box_coordinates(box[:4], (item.scenes[index].width, item.scenes[index].height)),
+                             *box[4:]] for index, *box in qa.focus]]  # box[4:]: the subject, when tagged
     return record
 
 
@@ -416,7 +420,7 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
     manifest = {"generator": "sailvl2.synth", "version": GENERATOR_VERSION, "seed": seed,
                 "image_size": list(size), "families": weights, "cot_suffix": cot_suffix,
                 "split_buckets": {k: list(v) for k, v in SPLIT_BUCKETS.items() if k in sizes},
-                "splits": manifest_splits, "mixtures": mixtures}
+                "splits": manifest_splits, "mixtures": mixtures, "focus_version": FOCUS_VERSION}
     if text_slot:  # left out at 0, so free-layout suites keep their manifest bytes
         manifest["text_slot"] = text_slot
     if chart_slot:  # likewise

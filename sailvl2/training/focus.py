@@ -9,7 +9,15 @@ configured heads, the loss is
 
     - log sum_{t in targets} softmax_t(q_query . k_t / sqrt(d))    (keys: the query's own sample, causal)
 
-averaged over the global batch's queries and scaled by ``weight``. It is not in the paper: the nano model
+averaged over the global batch's queries and scaled by ``weight``.
+
+A box may carry a sixth number, its *subject* (``[image_index, x1, y1, x2, y2, subject]``): boxes tagged k
+supervise only the k-th of the configured heads (modulo their number), untagged boxes all of them. A question
+about two things ("Is the red circle left of the blue star?", "Is A greater than B?") then gets one head on
+each, where a single target set made both heads attend to the pair, and their outputs averaged the two things
+away (docs/nano-sessions.md, session 16). A tagged reply weighs what an untagged one does.
+
+It is not in the paper: the nano model
 (trained from scratch on a CPU) learns aggregate questions (counts) long before it learns to pick one image
 token by the question's attributes, and supervising one head's attention closes that gap (docs/nano-sessions.md,
 session 6). With ``weight: 0`` (the default) nothing is hooked and training is unchanged.
@@ -114,7 +122,7 @@ class FocusSupervision:
         self.config = config
         layers = model.language_model.model.layers
         self._handles = []
-        self._items: list[tuple[int, int, list[int], float]] = []
+        self._items: list[tuple[int, int, list[int], int, float]] = []
         self._scale = 0.0
         self.last_loss: float | None = None  # this row's unweighted loss (mean over its replies)
         self.last_target_probability: float | None = None
@@ -135,8 +143,8 @@ class FocusSupervision:
             self._handles.append(attention.register_forward_hook(self._post_hook))
         self._pending: list[torch.Tensor] = []
 
-    def arm(self, items: list[tuple[int, int, list[int], float]], scale: float) -> None:
-        """The next forward is a packed row with these (sample start, query, targets, share) items; `scale`
+    def arm(self, items: list[tuple[int, int, list[int], int, float]], scale: float) -> None:
+        """The next forward is a packed row with these (sample start, query, targets, subject, share) items; `scale`
         multiplies the sum of its per-query losses times their shares (weight / replies in the global batch,
         times any rank factor)."""
         self._items, self._scale, self._pending, self._stats = list(items), float(scale), [], {}
@@ -162,9 +170,10 @@ class FocusSupervision:
         if hidden.shape[0] != 1:
             raise ConfigError("focus supervision runs on packed rows (batch dimension 1)")
         head_dim = module.head_dim
-        queries = torch.tensor([query for _, query, _, _ in self._items], device=hidden.device)
-        starts = torch.tensor([start for start, _, _, _ in self._items], device=hidden.device)
-        shares = torch.tensor([share for _, _, _, share in self._items], device=hidden.device)
+        queries = torch.tensor([query for _, query, *_ in self._items], device=hidden.device)
+        starts = torch.tensor([start for start, *_ in self._items], device=hidden.device)
+        shares = torch.tensor([share for *_, share in self._items], device=hidden.device)
+        subjects = [subject for _, _, _, subject, _ in self._items]
         # Queries at the supervised positions only; keys everywhere (a row is a few thousand tokens).
         q_norm, k_norm = getattr(module, "q_norm", torch.nn.Identity()), getattr(module, "k_norm", torch.nn.Identity())
         q = q_norm(module.q_proj(hidden[0, queries]).view(len(queries), -1, head_dim))
@@ -174,20 +183,31 @@ class FocusSupervision:
         keys = torch.arange(hidden.shape[1], device=hidden.device)
         visible = (keys[None] >= starts[:, None]) & (keys[None] <= queries[:, None])
         targets = torch.zeros_like(visible)
-        item_index = [index for index, (_, _, positions, _) in enumerate(self._items) for _ in positions]
-        target_index = [position for _, _, positions, _ in self._items for position in positions]
+        item_index = [index for index, (_, _, positions, *_) in enumerate(self._items) for _ in positions]
+        target_index = [position for _, _, positions, *_ in self._items for position in positions]
         targets[item_index, target_index] = True
         groups = q.shape[1] // k.shape[1]  # grouped-query attention: query heads per key-value head
         total = hidden.new_zeros((), dtype=torch.float32)
         losses, probabilities = [], []
-        for head in self.config.heads:
+        heads = self.config.heads
+        for slot, head in enumerate(heads):
+            # Items tagged with a subject supervise one head (subject k -> the k-th supervised head, modulo their
+            # number), at len(heads) times their share, so a tagged reply weighs what an untagged one does.
+            weights = shares
+            if any(subject >= 0 for subject in subjects):
+                weights = shares * torch.tensor(
+                    [1.0 if subject < 0 else float(len(heads)) * (subject % len(heads) == slot)
+                     for subject in subjects], device=hidden.device)
+                if not bool((weights > 0).any()):
+                    continue
             scores = (q[:, head].float() @ k[:, head // groups].float().T) * module.scaling
             log_probs = scores.masked_fill(~visible, float("-inf")).log_softmax(-1)
             on_target = log_probs.masked_fill(~targets, float("-inf")).logsumexp(-1)
-            total = total - (on_target * shares).sum()
-            replies = float(shares.sum())
-            losses.append(float(-(on_target.detach() * shares).sum()) / replies)
-            probabilities.append(float((on_target.detach().exp() * shares).sum()) / replies)
+            on_target = on_target.masked_fill(weights == 0, 0.0)  # untouched heads' items: no -inf * 0
+            total = total - (on_target * weights).sum()
+            replies = float(weights.sum())
+            losses.append(float(-(on_target.detach() * weights).sum()) / replies)
+            probabilities.append(float((on_target.detach().exp() * weights).sum()) / replies)
         self._stats[id(module)] = (sum(losses) / len(losses), sum(probabilities) / len(probabilities))
         self._pending.append(total * (self._scale / len(self.config.heads) / len(self.config.layers)))
 

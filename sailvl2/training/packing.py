@@ -59,8 +59,9 @@ class PackedBatch:
     sample_lengths: list[int]
     sample_loss_tokens: list[int]
     sample_ids: list[str] = field(default_factory=list)
-    # Focus supervision (training/focus.py): (sample start, query, target image tokens, share), row positions.
-    focus: list[tuple[int, int, list[int], float]] = field(default_factory=list)
+    # Focus supervision (training/focus.py): (sample start, query, target image tokens, subject, share), row
+    # positions; subject -1 = every supervised head.
+    focus: list[tuple[int, int, list[int], int, float]] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -74,7 +75,8 @@ class PackedBatch:
     def num_tiles(self) -> int:
         if self.pixel_values is None:
             return 0
-        return self.pixel_values.num_tiles if isinstance(self.pixel_values, LazyPixels) else int(self.pixel_values.shape[0])
+        pixels = self.pixel_values
+        return pixels.num_tiles if isinstance(pixels, LazyPixels) else int(pixels.shape[0])
 
     def pixels(self) -> torch.Tensor | None:
         """The row's tiles as a tensor, decoding lazily planned images now (once)."""
@@ -103,8 +105,8 @@ def pack_row(samples: list[EncodedSample], pad_token_id: int, pad_to: int | None
     ids, labels, positions, focus = [], [], [], []
     start = 0
     for sample in samples:
-        focus += [(start, start + query, [start + t for t in targets], share)
-                  for query, targets, share in sample.focus]
+        focus += [(start, start + query, [start + t for t in targets], subject, share)
+                  for query, targets, subject, share in sample.focus]
         start += sample.length
         sample_labels = sample.labels.clone()
         sample_labels[0] = IGNORE_INDEX  # never predict a sample's first token from the previous sample

@@ -39,9 +39,10 @@ class EncodedSample:
     image_num_tiles: list[int] = field(default_factory=list)
     sample_id: str = ""
     source: Any = None  # the record it came from (JSON-serialisable), kept so checkpoints can re-encode it
-    # Focus supervision (training/focus.py): (query position, image-token positions, share) per query; the
-    # queries of one reply share its weight (shares sum to 1 per reply).
-    focus: list[tuple[int, list[int], float]] = field(default_factory=list)
+    # Focus supervision (training/focus.py): (query position, image-token positions, subject, share) per query;
+    # subject -1 = every supervised head, k >= 0 = the k-th one; the queries of one reply share its weight
+    # (shares sum to 1 per reply).
+    focus: list[tuple[int, list[int], int, float]] = field(default_factory=list)
 
     @property
     def length(self) -> int:
@@ -136,7 +137,7 @@ class ConversationEncoder:
         return sample
 
     def _focus(self, focus: Sequence[Sequence[Sequence[float]]], images: list[Any], budget: int | None,
-               sample: EncodedSample, replies: list[list[int]]) -> list[tuple[int, list[int], float]]:
+               sample: EncodedSample, replies: list[list[int]]) -> list[tuple[int, list[int], int, float]]:
         from .focus import box_token_positions  # only runs for records that carry focus boxes
 
         if len(focus) != len(replies):
@@ -151,27 +152,33 @@ class ConversationEncoder:
         items = []
         end_id = self.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
         for boxes, reply in zip(focus, replies):
-            positions: set[int] = set()
+            # Image-token positions per subject: None = untagged boxes (every supervised head), k = boxes tagged
+            # with subject k (the k-th supervised head; training/focus.py).
+            positions: dict[int | None, set[int]] = {}
             for box in boxes:
-                if len(box) != 5 or not 0 <= int(box[0]) < len(images):
+                tagged = len(box) == 6
+                if len(box) not in (5, 6) or not 0 <= int(box[0]) < len(images) or (tagged and int(box[5]) < 0):
                     raise InputError(f"sample {sample.sample_id!r}: a focus box must be [image_index, x1, y1, x2, y2]"
-                                     f" with an index below {len(images)}, got {list(box)!r}")
-                tokens = box_token_positions(box[1:], image_size_of(images[int(box[0])]),
+                                     f" or [image_index, x1, y1, x2, y2, subject] with an index below {len(images)}"
+                                     f" and a subject >= 0, got {list(box)!r}")
+                tokens = box_token_positions(box[1:5], image_size_of(images[int(box[0])]),
                                              self.processor.image_config, budget, per_tile)
-                positions.update(spans[int(box[0])][t] for t in tokens)
+                subject = int(box[5]) if tagged else None
+                positions.setdefault(subject, set()).update(spans[int(box[0])][t] for t in tokens)
             # A query is the position that predicts a reply token: the one before it. "first": the reply's first
             # token only; "reply": every token of its text (not the closing <|im_end|>), e.g. both words of
             # "top left" or every digit of a box.
             # Every reply weighs the same whatever its length: with per-query weights, the ~25 queries of a box
             # reply drowned the one of a colour answer, and the full nano ladder lost colour reading
-            # (docs/nano-sessions.md, session 7).
+            # (docs/nano-sessions.md, session 7). A reply's share is split among its subjects.
             text = [t for t in reply if int(sample.input_ids[t]) != end_id]
             queries = []
             for token in text[:1] if self.focus_span == "first" else text:
-                visible = sorted(p for p in positions if p < token - 1)  # an image after the query is unseen
-                if visible:
-                    queries.append((token - 1, visible))
-            items += [(query, visible, 1.0 / len(queries)) for query, visible in queries]
+                for subject, targets in sorted(positions.items(), key=lambda pair: -1 if pair[0] is None else pair[0]):
+                    visible = sorted(p for p in targets if p < token - 1)  # an image after the query is unseen
+                    if visible:
+                        queries.append((token - 1, visible, -1 if subject is None else subject))
+            items += [(query, visible, subject, 1.0 / len(queries)) for query, visible, subject in queries]
         return items
 
     def _segments(self, turns: list[dict[str, str]], system: str | None, kind: str) -> list[tuple[str, bool]]:
