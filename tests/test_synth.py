@@ -244,7 +244,7 @@ def test_checker_rejects_wrong_focus_boxes(suite: Path) -> None:
     tasks = {r["task"] for r in records}
     assert {"shapes/colour", "shapes/position", "shapes/count_all", "grounding/locate", "ocr/word",
             "multi_image/count"} <= tasks, tasks
-    checked = tagged_checked = 0
+    checked = 0
     for record in records[:80]:
         assert check_record(record, suite) == []
         boxes = record["focus"][0]
@@ -261,17 +261,11 @@ def test_checker_rejects_wrong_focus_boxes(suite: Path) -> None:
         step = 333 if x2 + 333 <= 1000 else -333
         shifted["focus"][0][0] = [index, x1 + step, y1, x2 + step, y2, *tag]
         assert check_record(shifted, suite)
-        if record["task"] in ("shapes/relation", "shapes/which"):  # two subjects, tagged 0 and 1 in order
-            assert sorted(box[5] for box in boxes) == [0, 1]
-            swapped = json.loads(json.dumps(record))
-            for box in swapped["focus"][0]:
-                box[5] = 1 - box[5]
-            untagged = json.loads(json.dumps(record))
-            untagged["focus"][0] = [box[:5] for box in boxes]
-            assert check_record(swapped, suite) and check_record(untagged, suite)
-            tagged_checked += 1
+        tagged = json.loads(json.dumps(record))  # shape boxes carry no subject tag (only chart pairs do)
+        tagged["focus"][0][0].append(0)
+        assert check_record(tagged, suite)
         checked += 1
-    assert checked >= 40 and tagged_checked >= 3
+    assert checked >= 40
     # Records without subjects carry no boxes.
     assert not any(r.get("focus") for r in _records(suite / "val.jsonl")
                    if r["task"].split("/")[0] in ("captions", "charts", "reasoning"))

@@ -337,21 +337,16 @@ def _check_focus(record: dict[str, Any], task: str, q: str, scenes: list[dict[st
         return
     boxes = focus[0] if focus else []
     expect(focus is None or len(focus) == 1, "a single-turn record has one focus entry")
-    # Two-subject questions tag each box with its subject, in the question's order (training/focus.py): the
-    # relation's two shapes, or which's anchor (0) and answer (1); every other task's boxes are untagged.
-    tagged = task in ("shapes/relation", "shapes/which")
     covered = []
     for box in boxes:
-        expect(len(box) == (6 if tagged else 5), f"{task} focus boxes are {'' if tagged else 'not '}subject-tagged")
-        index, x1, y1, x2, y2 = box[:5]
+        expect(len(box) == 5, f"{task} focus boxes carry no subject tag")  # only chart pairs do (checker_charts)
+        index, x1, y1, x2, y2 = box
         w, h = scenes[index]["width"], scenes[index]["height"]
         inside = [s for s in scenes[index]["shapes"]
                   if x1 * w / 1000 <= s["cx"] <= x2 * w / 1000 and y1 * h / 1000 <= s["cy"] <= y2 * h / 1000]
         expect(len(inside) == 1, f"focus box {[x1, y1, x2, y2]} holds {len(inside)} shape centres, not one")
-        covered.append((index, inside[0], *box[5:]))
-    key = lambda pair: (pair[0], pair[1]["row"], pair[1]["col"], *pair[2:])  # noqa: E731
-    if tagged:
-        subjects = [(*pair, subject) for subject, pair in enumerate(subjects)]
+        covered.append((index, inside[0]))
+    key = lambda pair: (pair[0], pair[1]["row"], pair[1]["col"])  # noqa: E731
     expect(sorted(map(key, covered)) == sorted(map(key, subjects)),
            f"focus boxes cover {sorted(map(key, covered))}, the question is about {sorted(map(key, subjects))}")
 

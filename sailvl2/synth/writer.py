@@ -43,8 +43,8 @@ GENERATOR_VERSION = "2"  # 2: the focus (warm-up) family joined the default cycl
 # (docs/nano-sessions.md, session 14).
 CHART_READ_VERSION = 2
 # The focus boxes' version (in the manifest; compared by the ladder's stale-suite check). 2 (session 16): slot-layout
-# chart and table questions carry focus boxes, and two-subject questions (relation, which, chart comparison,
-# a column's largest row) tag each box with its subject (training/focus.py).
+# chart and table questions carry focus boxes, and their two-subject questions (a comparison, a column's largest
+# row) tag each box with its subject (training/focus.py).
 FOCUS_VERSION = 2
 CHART_READ_COMPARE = 0.4
 # Relative frequency of each family's items, and how many subtasks one image serves at most.
