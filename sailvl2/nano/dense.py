@@ -68,8 +68,8 @@ class DenseConfig:
     box_weight: float = 0.0
     # Weight of the structure targets (0: off; dense_labels.STRUCTURE_TARGETS): per token, how many shapes the
     # scene holds and how many share this shape's colour and kind, and a chart category's (a table cell's)
-    # rank. Counting and choosing the largest / smallest were the perception tasks the shipped run 27 missed
-    # most while it read every attribute and value (docs/nano-sessions.md, session 15).
+    # rank. Counting and choosing the largest / smallest were the perception tasks run 27 (shipped until
+    # session 16) missed most while it read every attribute and value (docs/nano-sessions.md, session 15).
     structure_weight: float = 0.0
     structure_targets: tuple[str, ...] = tuple(STRUCTURE_TARGETS)  # which of them, with structure_weight > 0
 

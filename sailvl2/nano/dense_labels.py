@@ -28,7 +28,7 @@ IGNORE = -100  # label for cells of images without a shape scene (cross-entropy'
 # - total: on every token of a shapes scene, how many shapes the scene holds;
 # - same_colour / same_kind: on a token holding a shape, how many shapes share its colour / kind (0 on empty
 #   cells). A head attending to the red shapes then reads "how many red shapes" off any one of them: the
-#   shipped run 27 missed 17-27 % of count questions, nearly all off by one (session 15);
+#   run 27 (shipped until session 16) missed 17-27 % of count questions, nearly all off by one (session 15);
 # - rank: on a slot-layout chart's category token, 1 = largest value of the chart, 2 = smallest, 3 = between
 #   (table: within its column); 0 on the chart's other tokens. The model read every chart value, yet chose the
 #   largest / smallest category at 25-41 % (session 15).
