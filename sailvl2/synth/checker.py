@@ -21,6 +21,7 @@ from typing import Any
 from .checker_captions import check_caption  # parse-back of captions, kept apart to stay readable
 from .checker_charts import chart_answer, check_chart_focus
 from .checker_pixels import Mismatch, box_ok, expect, extent, pixel_boxes
+from .checker_pixels import match_question as _match
 
 __all__ = ["CheckReport", "check_record", "check_suite", "scene_signature"]
 
@@ -85,12 +86,6 @@ def _count(scene: dict[str, Any], **where: str) -> int:
 
 def _ordinal(n1: int, n2: int) -> str:
     return "first" if n1 > n2 else "second" if n2 > n1 else "same"
-
-
-def _match(pattern: str, text: str) -> tuple[str, ...]:
-    m = re.fullmatch(pattern, text)
-    expect(m is not None, f"question {text!r} does not match {pattern!r}")
-    return m.groups()
 
 
 def _shape_answer(task: str, q: str, scene: dict[str, Any], boxes: list | None) -> Any:

@@ -10,18 +10,12 @@ columns 2c, 2c + 1 and slot rows 2r, 2r + 1. Every block is one nano LLM token.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from .checker_pixels import expect
+from .checker_pixels import match_question as _match
 
 __all__ = ["chart_answer", "check_chart_focus"]
-
-
-def _match(pattern: str, text: str) -> tuple[str, ...]:
-    m = re.fullmatch(pattern, text)
-    expect(m is not None, f"question {text!r} does not match {pattern!r}")
-    return m.groups()
 
 
 def _only(items: list[Any], what: str) -> Any:

@@ -8,12 +8,13 @@ else; the measured boxes are what grounding answers are compared with. Text: all
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["Mismatch", "box_ok", "expect", "extent", "pixel_boxes"]
+__all__ = ["Mismatch", "box_ok", "expect", "extent", "match_question", "pixel_boxes"]
 
 
 class Mismatch(Exception):
@@ -23,6 +24,13 @@ class Mismatch(Exception):
 def expect(condition: bool, message: str) -> None:
     if not condition:
         raise Mismatch(message)
+
+
+def match_question(pattern: str, text: str) -> tuple[str, ...]:
+    """The groups of a question parsed back with `pattern` (the whole text must match, else a Mismatch)."""
+    m = re.fullmatch(pattern, text)
+    expect(m is not None, f"question {text!r} does not match {pattern!r}")
+    return m.groups()
 
 
 def extent(s: dict[str, Any]) -> tuple[int, int, int, int]:
