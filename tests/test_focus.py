@@ -61,8 +61,11 @@ def test_focus_config_and_record_errors() -> None:
     assert record.focus == (((0, 1, 2, 30, 40),),)
     tagged = parse_record({**base, "focus": [[[0, 1, 2, 30, 40, 1]]]}, source="t", fallback_id="x")
     assert tagged.focus == (((0, 1, 2, 30, 40, 1),),)  # a subject index (training/focus.py)
+    count = parse_record({**base, "focus": [[[0, 1, 2, 30, 40], [0]]]}, source="t", fallback_id="x")
+    assert count.focus == (((0, 1, 2, 30, 40), (0,)),)  # the image's start token: a count's sink
     for bad in ([[[0, 1, 2, 30]]], [[[0, 50, 2, 30, 40]]], [[[0, 1, 2, 30, 4000]]], {"a": 1}, [["box"]],
-                [[[0, 1, 2, 30, 40, -1]]], [[[0, 1, 2, 30, 40, 0.5]]], [[[0, 1, 2, 30, 40, 1, 2]]]):
+                [[[0, 1, 2, 30, 40, -1]]], [[[0, 1, 2, 30, 40, 0.5]]], [[[0, 1, 2, 30, 40, 1, 2]]],
+                [[[-1]]], [[[0.5]]], [[[True]]], [[["0"]]]):
         with pytest.raises(DataError, match="focus"):
             parse_record({**base, "focus": bad}, source="t", fallback_id="x")
 
@@ -101,8 +104,8 @@ def test_encoder_marks_the_query_and_the_target_tokens(nano, tmp_path) -> None:
     first, second = _samples(nano, tmp_path)
     # The second turn has no boxes: one supervised reply.
     assert len(first.focus) == 1 and len(second.focus) == 1
-    query, targets, subject, share = first.focus[0]
-    assert subject == -1  # untagged boxes: every supervised head
+    query, targets, subject, spread, share = first.focus[0]
+    assert subject == -1 and not spread  # untagged boxes: every supervised head; not a count
     assert share == 1.0  # one query: the reply's whole weight
     # The query is the token before the reply's first labelled token, and it is not itself labelled.
     assert first.labels[query] == IGNORE_INDEX and first.labels[query + 1] != IGNORE_INDEX
@@ -147,17 +150,21 @@ def _training_forward(model, row) -> torch.Tensor:
     return packed_loss(model, row, token_weights([row], "token")[0])
 
 
-def _reference_loss(model, sample) -> torch.Tensor:
-    """-log(attention on the targets) from transformers' own eager attention weights (unpacked sample)."""
+def _eager_attention(model, sample) -> torch.Tensor:
+    """Transformers' own eager attention weights of layer LAYER for an unpacked sample: [head, query, key]."""
     previous = model.language_model.config._attn_implementation
     model.language_model.config._attn_implementation = "eager"
     try:
         embeds = model.embed_inputs(sample.input_ids[None], sample.pixel_values)
-        out = model.language_model.model(inputs_embeds=embeds, output_attentions=True)
+        return model.language_model.model(inputs_embeds=embeds, output_attentions=True).attentions[LAYER][0]
     finally:
         model.language_model.config._attn_implementation = previous
-    weights = out.attentions[LAYER][0, HEAD]  # [query, key]
-    losses = torch.stack([-weights[query, targets].sum().log() * share for query, targets, _, share in sample.focus])
+
+
+def _reference_loss(model, sample) -> torch.Tensor:
+    """-log(attention on the targets) from transformers' own eager attention weights (unpacked sample)."""
+    weights = _eager_attention(model, sample)[HEAD]  # [query, key]
+    losses = torch.stack([-weights[query, targets].sum().log() * share for query, targets, _, _, share in sample.focus])
     return losses.sum() / sum(share for *_, share in sample.focus)
 
 
@@ -172,8 +179,9 @@ def test_loss_matches_eager_attention_weights_and_packed_equals_unpacked(nano, t
         focus.remove()
 
 
-def _alone_and_packed(model, processor, focus, samples) -> tuple[list[float], float]:
-    """Each sample's focus loss alone (checked against eager attention), then the loss of them packed."""
+def _alone_and_packed(model, processor, focus, samples, reference: bool = True) -> tuple[list[float], float]:
+    """Each sample's focus loss alone (checked against eager attention unless `reference` is False, for losses
+    `_reference_loss` does not compute), then the loss of them packed."""
     losses = []
     for sample in samples:
         row = pack_row([sample], processor.pad_token_id)
@@ -181,6 +189,8 @@ def _alone_and_packed(model, processor, focus, samples) -> tuple[list[float], fl
         _training_forward(model, row)
         focus.disarm()
         losses.append(focus.last_loss)
+        if not reference:
+            continue
         with torch.no_grad():
             expected = float(_reference_loss(model, sample))
             assert focus.last_loss == pytest.approx(expected, rel=1e-4, abs=FP32_LOG_ABS)
@@ -313,9 +323,9 @@ def test_subject_tagged_boxes_supervise_one_head_each(nano, tmp_path) -> None:
     untagged = encoder.encode(turns, images=[str(path)], focus=[[red, blue]], sample_id="untagged")
     image_positions = (tagged.input_ids == model.config.image_token_id).nonzero().flatten().tolist()
     # One query, two items: subject 0 -> the red square's token, subject 1 -> the blue one's, half the share each.
-    assert [(targets, subject, share) for _, targets, subject, share in tagged.focus] == [
+    assert [(targets, subject, share) for _, targets, subject, _, share in tagged.focus] == [
         ([image_positions[0]], 0, 0.5), ([image_positions[8]], 1, 0.5)]
-    assert [(targets, subject) for _, targets, subject, _ in untagged.focus] == [
+    assert [(targets, subject) for _, targets, subject, _, _ in untagged.focus] == [
         ([image_positions[0], image_positions[8]], -1)]
     with pytest.raises(InputError, match="subject >= 0"):
         encoder.encode(turns, images=[str(path)], focus=[[red + [-1]]])
@@ -335,14 +345,8 @@ def test_subject_tagged_boxes_supervise_one_head_each(nano, tmp_path) -> None:
         focus.disarm()
     finally:
         focus.remove()
-    previous = model.language_model.config._attn_implementation
-    model.language_model.config._attn_implementation = "eager"
-    try:
-        with torch.no_grad():
-            embeds = model.embed_inputs(tagged.input_ids[None], tagged.pixel_values)
-            weights = model.language_model.model(inputs_embeds=embeds, output_attentions=True).attentions[LAYER][0]
-    finally:
-        model.language_model.config._attn_implementation = previous
+    with torch.no_grad():
+        weights = _eager_attention(model, tagged)
     query = tagged.focus[0][0]
     red_token, blue_token = image_positions[0], image_positions[8]
     expected_tagged = (-weights[heads[0], query, red_token].log() - weights[heads[1], query, blue_token].log()) / 2
@@ -351,3 +355,47 @@ def test_subject_tagged_boxes_supervise_one_head_each(nano, tmp_path) -> None:
     assert losses[1] == pytest.approx(float(expected_untagged), rel=1e-4, abs=FP32_LOG_ABS)
     assert abs(losses[0] - losses[1]) > 1e-3
     assert focus.last_loss == pytest.approx(sum(losses) / 2, rel=1e-4, abs=FP32_LOG_ABS)  # one reply each
+
+
+def test_a_count_spreads_its_loss_over_the_counted_tokens_and_the_image_start(nano, tmp_path) -> None:
+    """`[image_index]` alone adds the image's <img> token to a turn's targets and makes it a count: its loss is
+    -mean(log attention) over the targets (an even spread is the optimum), checked against eager attention;
+    the probability logged is still the mass on the targets; packed == unpacked."""
+    model, processor = nano
+    image = Image.new("RGB", (168, 168), (255, 255, 255))
+    for left, top in ((10, 10), (120, 120)):
+        image.paste((220, 30, 30), (left, top, left + 40, top + 40))  # red squares, top-left and bottom-right
+    path = tmp_path / "two.png"
+    image.save(path)
+    encoder = ConversationEncoder(processor, max_num=1)
+    turns = [{"from": "human", "value": "<image>\nHow many red shapes are there?"}, {"from": "gpt", "value": "2"}]
+    boxes = [[0, 60, 60, 298, 298], [0, 714, 714, 952, 952]]
+    count = encoder.encode(turns, images=[str(path)], focus=[[*boxes, [0]]], sample_id="count")
+    plain = encoder.encode(turns, images=[str(path)], focus=[boxes], sample_id="plain")
+    image_positions = (count.input_ids == model.config.image_token_id).nonzero().flatten().tolist()
+    start = image_positions[0] - 1
+    assert processor.tokenizer.convert_ids_to_tokens(int(count.input_ids[start])) == "<img>"
+    [(query, targets, subject, spread, share)] = count.focus
+    assert (targets, subject, spread, share) == ([start, image_positions[0], image_positions[8]], -1, True, 1.0)
+    assert [item[3] for item in plain.focus] == [False]
+    with pytest.raises(InputError, match="focus box"):
+        encoder.encode(turns, images=[str(path)], focus=[[[1]]])  # no second image
+    focus = FocusSupervision(model, FocusConfig(weight=1.0, layers=(LAYER,), heads=(HEAD,)))
+    try:
+        losses, packed_loss_value = _alone_and_packed(model, processor, focus, (count, plain), reference=False)
+        row = pack_row([count], processor.pad_token_id)
+        focus.arm(row.focus, 1.0)
+        _training_forward(model, row)
+        focus.disarm()
+        probability = focus.last_target_probability
+    finally:
+        focus.remove()
+    with torch.no_grad():
+        weights = _eager_attention(model, count)
+    on_targets = weights[HEAD, query, targets]
+    assert losses[0] == pytest.approx(float(-on_targets.log().mean()), rel=1e-4, abs=FP32_LOG_ABS)
+    assert probability == pytest.approx(float(on_targets.sum()), rel=1e-4, abs=FP32_LOG_ABS)
+    assert losses[1] == pytest.approx(float(-weights[HEAD, query, targets[1:]].sum().log()), rel=1e-4,
+                                      abs=FP32_LOG_ABS)
+    assert packed_loss_value == pytest.approx(sum(losses) / 2, rel=1e-4, abs=FP32_LOG_ABS)
+

@@ -65,7 +65,7 @@ def test_a_rerun_refuses_a_suite_generated_with_other_settings(tmp_path):
 
     from sailvl2.errors import ConfigError
     from sailvl2.nano.ladder import run_ladder
-    from sailvl2.synth import generate_suite
+    from sailvl2.synth import FOCUS_VERSION, generate_suite
 
     data = tmp_path / "run" / "data"
     generate_suite(data, seed=0, sizes={"train": 12, "test": 4}, families=["ocr"], image_size=168, workers=1,
@@ -81,9 +81,12 @@ def test_a_rerun_refuses_a_suite_generated_with_other_settings(tmp_path):
     with pytest.raises(ConfigError, match="chart_read_version 1 \\(this run: 2\\)"):
         run_ladder(tmp_path / "run", preset="smoke", stages=("align",), number_images=3, chart_layout="slots",
                    chart_images=2)
-    # A suite written before its focus boxes changed (session 16: chart focus, subjects) is refused too.
-    (data / "manifest.json").write_text(json.dumps({key: value for key, value in manifest.items()
-                                                    if key != "focus_version"}))
-    with pytest.raises(ConfigError, match="focus_version 0 \\(this run: 2\\)"):
-        run_ladder(tmp_path / "run", preset="smoke", stages=("align",), number_images=3, chart_layout="slots")
+    # A suite written before its focus boxes changed (session 16: chart focus, subjects; session 17: count sinks)
+    # is refused too.
+    for older in ({key: value for key, value in manifest.items() if key != "focus_version"},
+                  {**manifest, "focus_version": FOCUS_VERSION - 1}):
+        (data / "manifest.json").write_text(json.dumps(older))
+        with pytest.raises(ConfigError, match=f"focus_version {older.get('focus_version', 0)} "
+                                              f"\\(this run: {FOCUS_VERSION}\\)"):
+            run_ladder(tmp_path / "run", preset="smoke", stages=("align",), number_images=3, chart_layout="slots")
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before == ["data"]  # nothing trained

@@ -237,17 +237,27 @@ def test_focus_warm_up_items_are_one_large_object(suite: Path) -> None:
 
 def test_checker_rejects_wrong_focus_boxes(suite: Path) -> None:
     """Focus boxes (training/focus.py) are checked against the question's subjects; a moved, dropped or
-    added box is caught."""
+    added box is caught, and so is a shape count or existence question without its sink ([0], the image's start
+    token) or another question with one."""
     # (The warm-up family's one large shape fills the image: a shifted box still holds its centre.)
     records = [r for r in _records(suite / "val.jsonl")
                if r.get("focus") and r["focus"][0] and not r["task"].startswith("focus/")]
     tasks = {r["task"] for r in records}
     assert {"shapes/colour", "shapes/position", "shapes/count_all", "grounding/locate", "ocr/word",
             "multi_image/count"} <= tasks, tasks
-    checked = 0
+    checked = sinks = 0
     for record in records[:80]:
         assert check_record(record, suite) == []
         boxes = record["focus"][0]
+        counting = record["task"] in ("shapes/count_all", "shapes/count_kind", "shapes/count_colour",
+                                      "shapes/exists")
+        assert ([list(box) for box in boxes if len(box) == 1] == [[0]]) == counting
+        unsunk = json.loads(json.dumps(record))  # the sink removed from a count, or added to another question
+        unsunk["focus"][0] = [box for box in boxes if len(box) != 1] + ([] if counting else [[0]])
+        assert check_record(unsunk, suite)
+        sinks += counting
+        if len(boxes[0]) == 1:  # a count of zero: the sink alone
+            continue
         if record["task"].startswith("ocr/"):
             moved = json.loads(json.dumps(record))
             moved["focus"][0][0][1] += 60
@@ -265,7 +275,7 @@ def test_checker_rejects_wrong_focus_boxes(suite: Path) -> None:
         tagged["focus"][0][0].append(0)
         assert check_record(tagged, suite)
         checked += 1
-    assert checked >= 40
+    assert checked >= 40 and sinks >= 5
     # Records without subjects carry no boxes.
     assert not any(r.get("focus") for r in _records(suite / "val.jsonl")
                    if r["task"].split("/")[0] in ("captions", "charts", "reasoning"))

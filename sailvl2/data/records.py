@@ -122,7 +122,8 @@ class Record:
     source: str = ""
     video: tuple[ImageRef, ...] = ()
     # Per gpt turn, the [image_index, x1, y1, x2, y2] boxes (0-1000) its answer depends on, each optionally
-    # followed by a subject index: optional, read only by focus supervision (training/focus.py).
+    # followed by a subject index, or [image_index] alone (a count's sink): optional, read only by focus supervision
+    # (training/focus.py).
     focus: tuple[tuple[tuple[float, ...], ...], ...] | None = None
 
     def messages(self) -> list[dict[str, str]]:
@@ -191,7 +192,8 @@ def parse_record(
 
 def _parse_focus(value: Any) -> tuple[tuple[tuple[float, ...], ...], ...] | None:
     """`focus`: a list (one entry per gpt turn) of lists of [image_index, x1, y1, x2, y2] boxes, 0-1000, each
-    optionally followed by its subject (an integer >= 0)."""
+    optionally followed by its subject (an integer >= 0); `[image_index]` alone names that image's start token,
+    which makes the turn a count (training/focus.py)."""
     if value is None:
         return None
     if isinstance(value, str):  # tables may store it as a JSON string, like the conversations
@@ -205,13 +207,17 @@ def _parse_focus(value: Any) -> tuple[tuple[tuple[float, ...], ...], ...] | None
             raise DataError(f"'focus' must be a list (per gpt turn) of lists of boxes, got {value!r:.80}")
         boxes = []
         for box in entry:
+            if (isinstance(box, Sequence) and len(box) == 1 and isinstance(box[0], int)
+                    and not isinstance(box[0], bool) and box[0] >= 0):
+                boxes.append((box[0],))  # the image's start token: a count's sink (training/focus.py)
+                continue
             if (not isinstance(box, Sequence) or isinstance(box, (str, bytes)) or len(box) not in (5, 6)
                     or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
                     or not all(0 <= v <= 1000 for v in box[1:5]) or box[0] < 0 or box[1] > box[3] or box[2] > box[4]
                     or (len(box) == 6 and (box[5] < 0 or box[5] != int(box[5])))):
                 raise DataError(f"a focus box must be [image_index, x1, y1, x2, y2] with 0 <= x1 <= x2 <= 1000 "
-                                f"and 0 <= y1 <= y2 <= 1000, optionally followed by a subject (an integer >= 0; "
-                                f"training/focus.py), got {box!r:.80}")
+                                f"and 0 <= y1 <= y2 <= 1000, optionally followed by a subject (an integer >= 0), "
+                                f"or [image_index] alone (a count's sink; training/focus.py), got {box!r:.80}")
             boxes.append(tuple(box))
         turns.append(tuple(boxes))
     return tuple(turns)

@@ -314,6 +314,9 @@ def _focus_subjects(task: str, q: str, scenes: list[dict[str, Any]]) -> list[tup
     return None
 
 
+_COUNTED = ("shapes/count_all", "shapes/count_kind", "shapes/count_colour", "shapes/exists")
+
+
 def _check_focus(record: dict[str, Any], task: str, q: str, scenes: list[dict[str, Any]]) -> None:
     """A record's focus boxes (0-1000) cover exactly the shapes its question is about, one centre per box;
     an OCR record's box is the text's box."""
@@ -332,6 +335,12 @@ def _check_focus(record: dict[str, Any], task: str, q: str, scenes: list[dict[st
         return
     boxes = focus[0] if focus else []
     expect(focus is None or len(focus) == 1, "a single-turn record has one focus entry")
+    # A shape count or existence question lists its image's start token ([0], the sink of training/focus.py's
+    # spread loss) once; no other question does.
+    sinks = [list(box) for box in boxes if len(box) == 1]
+    expect(sinks == ([[0]] if task in _COUNTED else []),
+           f"{task}: focus sinks {sinks}; a shape count or existence question has [0] once, other questions none")
+    boxes = [box for box in boxes if len(box) != 1]
     covered = []
     for box in boxes:
         expect(len(box) == 5, f"{task} focus boxes carry no subject tag")  # only chart pairs do (checker_charts)

@@ -45,7 +45,9 @@ CHART_READ_VERSION = 2
 # The focus boxes' version (in the manifest; compared by the ladder's stale-suite check). 2 (session 16): slot-layout
 # chart and table questions carry focus boxes, and their two-subject questions (a comparison, a column's largest
 # row) tag each box with its subject (training/focus.py).
-FOCUS_VERSION = 2
+# 3 (session 17): shape counts and existence questions list their image's start token, a count's sink
+# (synth/tasks.py, _counted_boxes).
+FOCUS_VERSION = 3
 CHART_READ_COMPARE = 0.4
 # Relative frequency of each family's items, and how many subtasks one image serves at most.
 FAMILIES: dict[str, tuple[int, int]] = {
@@ -227,8 +229,10 @@ def _record(item: Item, number: int, qa: QA, folder: str | None = None) -> dict[
               "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": qa.reply}],
               "kind": qa.kind, "task": qa.task, "answer": qa.answer, "scene": scene}
     if qa.focus:  # one entry per gpt turn: the boxes its answer depends on, 0-1000 (training/focus.py)
-        record["focus"] = [[[index, *box_coordinates(box[:4], (item.scenes[index].width, item.scenes[index].height)),
-                             *box[4:]] for index, *box in qa.focus]]  # box[4:]: the subject, when tagged
+        size_of = lambda index: (item.scenes[index].width, item.scenes[index].height)  # noqa: E731
+        # box[4:]: the subject, when tagged; an image index alone (a count's sink) stays as it is
+        record["focus"] = [[[index, *box_coordinates(box[:4], size_of(index)), *box[4:]] if box else [index]
+                            for index, *box in qa.focus]]
     return record
 
 

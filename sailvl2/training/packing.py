@@ -59,9 +59,9 @@ class PackedBatch:
     sample_lengths: list[int]
     sample_loss_tokens: list[int]
     sample_ids: list[str] = field(default_factory=list)
-    # Focus supervision (training/focus.py): (sample start, query, target image tokens, subject, share), row
-    # positions; subject -1 = every supervised head.
-    focus: list[tuple[int, int, list[int], int, float]] = field(default_factory=list)
+    # Focus supervision (training/focus.py): (sample start, query, target tokens, subject, spread, share), row
+    # positions; subject -1 = every supervised head; spread: a count (an even spread over the targets).
+    focus: list[tuple[int, int, list[int], int, bool, float]] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -105,8 +105,8 @@ def pack_row(samples: list[EncodedSample], pad_token_id: int, pad_to: int | None
     ids, labels, positions, focus = [], [], [], []
     start = 0
     for sample in samples:
-        focus += [(start, start + query, [start + t for t in targets], subject, share)
-                  for query, targets, subject, share in sample.focus]
+        focus += [(start, start + query, [start + t for t in targets], subject, spread, share)
+                  for query, targets, subject, spread, share in sample.focus]
         start += sample.length
         sample_labels = sample.labels.clone()
         sample_labels[0] = IGNORE_INDEX  # never predict a sample's first token from the previous sample

@@ -22,6 +22,7 @@ import torch
 from ..errors import ImagePlaceholderError, InputError
 from ..processing import SAILVLProcessor, build_prompt, preprocess_images
 from ..processing.images import image_size_of, num_tiles_for_size
+from ..processing.processor import IMAGE_START_TOKEN
 from ..processing.prompt import IMAGE_PLACEHOLDER
 
 IGNORE_INDEX = -100
@@ -39,10 +40,10 @@ class EncodedSample:
     image_num_tiles: list[int] = field(default_factory=list)
     sample_id: str = ""
     source: Any = None  # the record it came from (JSON-serialisable), kept so checkpoints can re-encode it
-    # Focus supervision (training/focus.py): (query position, image-token positions, subject, share) per query;
-    # subject -1 = every supervised head, k >= 0 = the k-th one; the queries of one reply share its weight
-    # (shares sum to 1 per reply).
-    focus: list[tuple[int, list[int], int, float]] = field(default_factory=list)
+    # Focus supervision (training/focus.py): (query position, target positions, subject, spread, share) per query;
+    # subject -1 = every supervised head, k >= 0 = the k-th one; spread: a count, whose loss spreads the attention
+    # evenly over the targets; the queries of one reply share its weight (shares sum to 1 per reply).
+    focus: list[tuple[int, list[int], int, bool, float]] = field(default_factory=list)
 
     @property
     def length(self) -> int:
@@ -137,7 +138,7 @@ class ConversationEncoder:
         return sample
 
     def _focus(self, focus: Sequence[Sequence[Sequence[float]]], images: list[Any], budget: int | None,
-               sample: EncodedSample, replies: list[list[int]]) -> list[tuple[int, list[int], int, float]]:
+               sample: EncodedSample, replies: list[list[int]]) -> list[tuple[int, list[int], int, bool, float]]:
         from .focus import box_token_positions  # only runs for records that carry focus boxes
 
         if len(focus) != len(replies):
@@ -155,12 +156,24 @@ class ConversationEncoder:
             # Image-token positions per subject: None = untagged boxes (every supervised head), k = boxes tagged
             # with subject k (the k-th supervised head; training/focus.py).
             positions: dict[int | None, set[int]] = {}
+            spread = False
             for box in boxes:
+                if len(box) == 1 and 0 <= int(box[0]) < len(images):
+                    # [image_index] alone: the image's start token <img> (the sink) joins the untagged targets and
+                    # makes them a count (training/focus.py).
+                    start = spans[int(box[0])][0] - 1
+                    start_id = self.processor.tokenizer.convert_tokens_to_ids(IMAGE_START_TOKEN)
+                    if int(sample.input_ids[start]) != start_id:
+                        raise InputError(f"sample {sample.sample_id!r}: image {int(box[0])} has no <img> token "
+                                         "before its image tokens, so a count's sink cannot be placed")
+                    positions.setdefault(None, set()).add(start)
+                    spread = True
+                    continue
                 tagged = len(box) == 6
                 if len(box) not in (5, 6) or not 0 <= int(box[0]) < len(images) or (tagged and int(box[5]) < 0):
                     raise InputError(f"sample {sample.sample_id!r}: a focus box must be [image_index, x1, y1, x2, y2]"
-                                     f" or [image_index, x1, y1, x2, y2, subject] with an index below {len(images)}"
-                                     f" and a subject >= 0, got {list(box)!r}")
+                                     f", [image_index, x1, y1, x2, y2, subject] or [image_index] with an index below "
+                                     f"{len(images)} and a subject >= 0, got {list(box)!r}")
                 tokens = box_token_positions(box[1:5], image_size_of(images[int(box[0])]),
                                              self.processor.image_config, budget, per_tile)
                 subject = int(box[5]) if tagged else None
@@ -178,7 +191,8 @@ class ConversationEncoder:
                     visible = sorted(p for p in targets if p < token - 1)  # an image after the query is unseen
                     if visible:
                         queries.append((token - 1, visible, -1 if subject is None else subject))
-            items += [(query, visible, subject, 1.0 / len(queries)) for query, visible, subject in queries]
+            items += [(query, visible, subject, spread and subject < 0, 1.0 / len(queries))
+                      for query, visible, subject in queries]
         return items
 
     def _segments(self, turns: list[dict[str, str]], system: str | None, kind: str) -> list[tuple[str, bool]]:
