@@ -44,10 +44,10 @@ STAGES = (  # (stage, recipe, mixture file written by the suite generator)
     ("longcot", "nano_longcot", "cot"),
 )
 PRESETS: dict[str, dict[str, Any]] = {
-    # Run 34's settings (docs/nano-sessions.md, sessions 13-16): text, charts and tables one character per ViT
+    # Run 38's settings (docs/nano-sessions.md, sessions 13-17): text, charts and tables one character per ViT
     # patch; 8000 extra number, 8000 letter-string and 8000 chart read-out images (the mixtures' weights and the
     # stages' steps are in synth/writer.py and the nano_* recipes, focus boxes in synth/tasks.py); the vision
-    # stage also learns each shape's box. Run 34 is the shipped model (sailvl2/assets/nano).
+    # stage also learns each shape's box. Run 38 is the shipped model (sailvl2/assets/nano).
     "full": {"sizes": {"train": 20000, "val": 500, "test": 1000}, "eval_limit": 600, "overrides": {},
              "dense": DenseConfig(steps=1500, word_aligned=True, box_weight=4.0),
              "text_layout": "slots", "chart_layout": "slots", "number_images": 8000, "letter_images": 8000,
@@ -88,7 +88,7 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
                number_images: int | None = None, letter_images: int | None = None,
                chart_layout: str | None = None, chart_images: int | None = None) -> dict[str, Any]:
     """Run the ladder into ``out_dir``; the suite settings left at None come from the preset (the full preset's
-    reproduce the shipped model, run 34). ``text_layout="slots"`` draws the suite's text one character per ViT
+    reproduce the shipped model, run 38). ``text_layout="slots"`` draws the suite's text one character per ViT
     patch and trains the dense stage's character head per patch (docs/nano-sessions.md, session 9).
     ``number_images`` > 0 adds that many number-reading images to the train split (the ``ocr-numbers`` stream of
     the multi-task and SFT mixtures; session 11), ``letter_images`` > 0 random letter strings likewise
