@@ -304,6 +304,11 @@ class SAILVLProcessor:
         return self._ids[IMAGE_TOKEN]
 
     @property
+    def image_start_token_id(self) -> int:
+        """``<img>``, which opens every image's tokens."""
+        return self._ids[IMAGE_START_TOKEN]
+
+    @property
     def eos_token_id(self) -> int:
         """``<|im_end|>`` (151645): the end of an assistant turn, where generation stops."""
         return self._ids[_EOS_TOKEN]

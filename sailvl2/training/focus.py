@@ -32,7 +32,8 @@ to 76 % and a zero count is read (session 17).
 
 It is not in the paper: the nano model (trained from scratch on a CPU) learns aggregate questions (counts) long
 before it learns to pick one image token by the question's attributes, and supervising one head's attention
-closes that gap (docs/nano-sessions.md, session 6). With ``weight: 0`` (the default) nothing is hooked and training is unchanged.
+closes that gap (docs/nano-sessions.md, session 6). With ``weight: 0`` (the default) nothing is hooked and
+training is unchanged.
 
 FSDP2 / activation checkpointing: the scores are computed inside a pre-hook of the supervised attention module,
 while its parameters are unsharded, and the loss is attached to that module's output by an autograd function

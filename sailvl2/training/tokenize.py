@@ -22,7 +22,6 @@ import torch
 from ..errors import ImagePlaceholderError, InputError
 from ..processing import SAILVLProcessor, build_prompt, preprocess_images
 from ..processing.images import image_size_of, num_tiles_for_size
-from ..processing.processor import IMAGE_START_TOKEN
 from ..processing.prompt import IMAGE_PLACEHOLDER
 
 IGNORE_INDEX = -100
@@ -162,8 +161,7 @@ class ConversationEncoder:
                     # [image_index] alone: the image's start token <img> (the sink) joins the untagged targets and
                     # makes them a count (training/focus.py).
                     start = spans[int(box[0])][0] - 1
-                    start_id = self.processor.tokenizer.convert_tokens_to_ids(IMAGE_START_TOKEN)
-                    if int(sample.input_ids[start]) != start_id:
+                    if int(sample.input_ids[start]) != self.processor.image_start_token_id:
                         raise InputError(f"sample {sample.sample_id!r}: image {int(box[0])} has no <img> token "
                                          "before its image tokens, so a count's sink cannot be placed")
                     positions.setdefault(None, set()).add(start)
