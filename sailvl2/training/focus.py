@@ -45,12 +45,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import ConfigError
 from ..processing.images import ImageProcessorConfig, plan_tiles
+
+if TYPE_CHECKING:
+    from .packing import RowFocusQuery
 
 __all__ = ["FocusConfig", "FocusSupervision", "box_token_positions"]
 
@@ -156,10 +159,10 @@ class FocusSupervision:
             self._handles.append(attention.register_forward_hook(self._post_hook))
         self._pending: list[torch.Tensor] = []
 
-    def arm(self, items: list[tuple[int, int, list[int], int, bool, float]], scale: float) -> None:
-        """The next forward is a packed row with these (sample start, query, targets, subject, spread, share) items;
-        `scale` multiplies the sum of its per-query losses times their shares (weight / replies in the global batch,
-        times any rank factor)."""
+    def arm(self, items: list[RowFocusQuery], scale: float) -> None:
+        """The next forward is a packed row with these focus queries (training/packing.py); `scale` multiplies
+        the sum of its per-query losses times their shares (weight / replies in the global batch, times any rank
+        factor)."""
         self._items, self._scale, self._pending, self._stats = list(items), float(scale), [], {}
 
     def disarm(self) -> None:
@@ -183,11 +186,11 @@ class FocusSupervision:
         if hidden.shape[0] != 1:
             raise ConfigError("focus supervision runs on packed rows (batch dimension 1)")
         head_dim = module.head_dim
-        queries = torch.tensor([query for _, query, *_ in self._items], device=hidden.device)
-        starts = torch.tensor([start for start, *_ in self._items], device=hidden.device)
-        shares = torch.tensor([share for *_, share in self._items], device=hidden.device)
-        subjects = [subject for _, _, _, subject, _, _ in self._items]
-        spread = torch.tensor([spread for *_, spread, _ in self._items], device=hidden.device)
+        queries = torch.tensor([item.query for item in self._items], device=hidden.device)
+        starts = torch.tensor([item.start for item in self._items], device=hidden.device)
+        shares = torch.tensor([item.share for item in self._items], device=hidden.device)
+        subjects = [item.subject for item in self._items]
+        spread = torch.tensor([item.spread for item in self._items], device=hidden.device)
         # Queries at the supervised positions only; keys everywhere (a row is a few thousand tokens).
         q_norm, k_norm = getattr(module, "q_norm", torch.nn.Identity()), getattr(module, "k_norm", torch.nn.Identity())
         q = q_norm(module.q_proj(hidden[0, queries]).view(len(queries), -1, head_dim))
@@ -197,8 +200,8 @@ class FocusSupervision:
         keys = torch.arange(hidden.shape[1], device=hidden.device)
         visible = (keys[None] >= starts[:, None]) & (keys[None] <= queries[:, None])
         targets = torch.zeros_like(visible)
-        item_index = [index for index, (_, _, positions, *_) in enumerate(self._items) for _ in positions]
-        target_index = [position for _, _, positions, *_ in self._items for position in positions]
+        item_index = [index for index, item in enumerate(self._items) for _ in item.targets]
+        target_index = [position for item in self._items for position in item.targets]
         targets[item_index, target_index] = True
         groups = q.shape[1] // k.shape[1]  # grouped-query attention: query heads per key-value head
         total = hidden.new_zeros((), dtype=torch.float32)

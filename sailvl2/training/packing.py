@@ -20,12 +20,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from ..errors import InputError
-from .tokenize import IGNORE_INDEX, EncodedSample
+from .tokenize import IGNORE_INDEX, EncodedSample, FocusQuery
 from .lazy_pixels import LazyPixels, concat_pixels, materialize
 
 _REDUCTION_POWER = {"token": 0.0, "sample": 1.0, "sqrt": 0.5}
@@ -48,6 +48,23 @@ class PackingConfig:
             raise InputError(f"loss_reduction must be one of {sorted(_REDUCTION_POWER)}, got {self.loss_reduction!r}")
 
 
+class RowFocusQuery(NamedTuple):
+    """A sample's FocusQuery (training/tokenize.py) at packed-row positions, with where its sample starts: its
+    query sees keys from there on only (training/focus.py)."""
+
+    start: int
+    query: int
+    targets: list[int]
+    subject: int
+    spread: bool
+    share: float
+
+    @classmethod
+    def shifted(cls, item: FocusQuery, start: int) -> "RowFocusQuery":
+        return cls(start, start + item.query, [start + t for t in item.targets], item.subject, item.spread,
+                   item.share)
+
+
 @dataclass
 class PackedBatch:
     """One packed row (batch dimension 1) for one rank's micro-batch."""
@@ -59,9 +76,7 @@ class PackedBatch:
     sample_lengths: list[int]
     sample_loss_tokens: list[int]
     sample_ids: list[str] = field(default_factory=list)
-    # Focus supervision (training/focus.py): (sample start, query, target tokens, subject, spread, share), row
-    # positions; subject -1 = every supervised head; spread: a count (an even spread over the targets).
-    focus: list[tuple[int, int, list[int], int, bool, float]] = field(default_factory=list)
+    focus: list[RowFocusQuery] = field(default_factory=list)  # focus supervision's queries, at row positions
 
     @property
     def num_tokens(self) -> int:
@@ -97,7 +112,7 @@ def fit_to_length(sample: EncodedSample, config: PackingConfig, image_token_id: 
     keep = config.max_seq_len
     return EncodedSample(sample.input_ids[:keep], sample.labels[:keep], sample.pixel_values,
                          sample.image_num_tiles, sample.sample_id, sample.source,
-                         [item for item in sample.focus if item[0] < keep - 1])
+                         [item for item in sample.focus if item.query < keep - 1])
 
 
 def pack_row(samples: list[EncodedSample], pad_token_id: int, pad_to: int | None = None) -> PackedBatch:
@@ -105,8 +120,7 @@ def pack_row(samples: list[EncodedSample], pad_token_id: int, pad_to: int | None
     ids, labels, positions, focus = [], [], [], []
     start = 0
     for sample in samples:
-        focus += [(start, start + query, [start + t for t in targets], subject, spread, share)
-                  for query, targets, subject, spread, share in sample.focus]
+        focus += [RowFocusQuery.shifted(item, start) for item in sample.focus]
         start += sample.length
         sample_labels = sample.labels.clone()
         sample_labels[0] = IGNORE_INDEX  # never predict a sample's first token from the previous sample

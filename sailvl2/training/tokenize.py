@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -29,6 +29,16 @@ THINK_END = "</think>"
 _ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
 
+class FocusQuery(NamedTuple):
+    """One supervised query of focus supervision (training/focus.py), at positions within its sample."""
+
+    query: int  # the position that predicts a reply token (the one before it)
+    targets: list[int]  # the image-token positions (and a count's sink, the <img> token) it should attend to
+    subject: int  # -1: every supervised head; k >= 0: the k-th supervised head only
+    spread: bool  # a count: the loss spreads the attention evenly over the targets
+    share: float  # its part of its reply's weight (the queries of one reply share 1)
+
+
 @dataclass
 class EncodedSample:
     """One tokenised training sample."""
@@ -39,10 +49,7 @@ class EncodedSample:
     image_num_tiles: list[int] = field(default_factory=list)
     sample_id: str = ""
     source: Any = None  # the record it came from (JSON-serialisable), kept so checkpoints can re-encode it
-    # Focus supervision (training/focus.py): (query position, target positions, subject, spread, share) per query;
-    # subject -1 = every supervised head, k >= 0 = the k-th one; spread: a count, whose loss spreads the attention
-    # evenly over the targets; the queries of one reply share its weight (shares sum to 1 per reply).
-    focus: list[tuple[int, list[int], int, bool, float]] = field(default_factory=list)
+    focus: list[FocusQuery] = field(default_factory=list)  # focus supervision's queries (training/focus.py)
 
     @property
     def length(self) -> int:
@@ -137,7 +144,7 @@ class ConversationEncoder:
         return sample
 
     def _focus(self, focus: Sequence[Sequence[Sequence[float]]], images: list[Any], budget: int | None,
-               sample: EncodedSample, replies: list[list[int]]) -> list[tuple[int, list[int], int, bool, float]]:
+               sample: EncodedSample, replies: list[list[int]]) -> list[FocusQuery]:
         from .focus import box_token_positions  # only runs for records that carry focus boxes
 
         if len(focus) != len(replies):
@@ -189,7 +196,7 @@ class ConversationEncoder:
                     visible = sorted(p for p in targets if p < token - 1)  # an image after the query is unseen
                     if visible:
                         queries.append((token - 1, visible, -1 if subject is None else subject))
-            items += [(query, visible, subject, spread and subject < 0, 1.0 / len(queries))
+            items += [FocusQuery(query, visible, subject, spread and subject < 0, 1.0 / len(queries))
                       for query, visible, subject in queries]
         return items
 

@@ -211,7 +211,7 @@ class Trainer:
         micro_steps = max(len(r) for r in mine)
         local = torch.zeros((), dtype=torch.float64)
         # Focus loss: mean over the global batch's supervised replies, times the rank factor like the LM loss.
-        focus_replies = sum(share for row in rows for *_, share in row.focus)
+        focus_replies = sum(item.share for row in rows for item in row.focus)
         focus_seen: list[tuple[float, float, float]] = []  # (loss, target probability, replies) per row
         balance_seen: list[tuple[float, float]] = []  # (load-balancing loss, max load) per real row
         for micro in range(micro_steps):
@@ -234,7 +234,7 @@ class Trainer:
                 self.focus.disarm()
                 if self.focus.last_loss is not None:
                     focus_seen.append((self.focus.last_loss, self.focus.last_target_probability,
-                                       sum(share for *_, share in focus_items)))
+                                       sum(item.share for item in focus_items)))
             if self.balance is not None:
                 self.balance.disarm()
                 if weight.any() and self.balance.last_loss is not None:
