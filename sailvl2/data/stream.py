@@ -278,13 +278,16 @@ class MixtureStream:
                 raise DataError(f"unsupported stream state version {state['version']!r}")
             mine = {"seed": self.seed, "mode": self._mode, "shuffle_buffer": self.shuffle_buffer}
             theirs = {key: state[key] for key in mine}
-            if mine != theirs or list(state["datasets"]) != self._names:
+            # By name: checkpoints write their state JSON with sorted keys (training/checkpoint.py), so the
+            # datasets come back in alphabetical order, not the mixture's.
+            if mine != theirs or sorted(state["datasets"]) != sorted(self._names):
                 raise DataError(f"the state belongs to another stream: it has {theirs} and datasets "
                                 f"{list(state['datasets'])}, this stream {mine} and {self._names}")
             if state["counts"] is not None and state["counts"] != self._item_counts():
                 raise DataError(f"datasets changed since the state was saved: item counts "
                                 f"{state['counts']} then, {self._item_counts()} now")
-            cursors = [[int(d["epoch"]), int(d["pass"]), int(d["taken"])] for d in state["datasets"].values()]
+            cursors = [[int(d["epoch"]), int(d["pass"]), int(d["taken"])]
+                       for d in (state["datasets"][name] for name in self._names)]
             stats = state["stats"]["datasets"]
             yielded = [int(stats[name]["yielded"]) for name in self._names]
             skipped = [{str(k): int(v) for k, v in stats[name]["skipped"].items()} for name in self._names]
