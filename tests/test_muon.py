@@ -12,7 +12,7 @@ from sailvl2.training.muon import MuonAdamW, orthogonalize, uses_muon
 from sailvl2.training.recipe import load_recipe
 from sailvl2.training.setup import param_groups
 
-from .test_training import _losses, _mark_latest_checkpoint, _resumed, _run, _weights
+from .test_training import _assert_same_run, _interrupted_run, _losses, _run, _weights
 
 
 @pytest.mark.parametrize("shape", [(64, 24), (24, 64), (32, 32)])
@@ -112,24 +112,14 @@ def test_muon_groups_hold_only_hidden_matrices(tmp_path):
 def test_trainer_with_muon_learns_and_resumes_exactly(tmp_path):
     """Muon's momentum buffers go through the checkpoint: dropping the last checkpoint and rerunning resumes
     at step 4 and ends bit-identical to the uninterrupted run."""
-    import shutil
-
     settings = ["optim.kind=muon", "max_steps=8", "save_every=4", "keep_last=3"]
     _run(tmp_path / "adamw", "max_steps=8", "save_every=0")
     _run(tmp_path / "straight", *settings)
     losses = _losses(tmp_path / "straight")
     assert losses != _losses(tmp_path / "adamw")  # the option really switches the optimizer
     assert sum(losses[-3:]) < sum(losses[:3])
-    resumed = tmp_path / "resumed"
-    _run(resumed, *settings)
-    shutil.rmtree(resumed / "checkpoints" / "step-00000008")
-    shutil.rmtree(resumed / "final")
-    _mark_latest_checkpoint(resumed)
-    _run(resumed, *settings)
-    assert _resumed(resumed)
-    first, second = _weights(tmp_path / "straight"), _weights(resumed)
-    assert all(torch.equal(first[k], second[k]) for k in first)
-    assert _losses(resumed) == losses
+    _interrupted_run(tmp_path / "resumed", 8, *settings)
+    _assert_same_run(tmp_path / "straight", tmp_path / "resumed")
 
 
 def test_unknown_optimizer_is_a_config_error():

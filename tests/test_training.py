@@ -56,6 +56,26 @@ def _resumed(run_dir: Path, offset: int = 10**9) -> bool:
     return json.loads((run_dir / "summary.json").read_text())["tokens_seen"] > offset
 
 
+def _interrupted_run(run_dir: Path, last_step: int, *settings: str) -> None:
+    """Train, drop the last checkpoint and the export (as if killed after the one before), then rerun: the rerun
+    must really resume from the checkpoint left (see _mark_latest_checkpoint)."""
+    import shutil
+
+    _run(run_dir, *settings)
+    shutil.rmtree(run_dir / "checkpoints" / f"step-{last_step:08d}")
+    shutil.rmtree(run_dir / "final")
+    _mark_latest_checkpoint(run_dir)
+    _run(run_dir, *settings)
+    assert _resumed(run_dir)
+
+
+def _assert_same_run(first: Path, second: Path) -> None:
+    """Bit-identical final weights and the same loss at every step."""
+    ones, twos = _weights(first), _weights(second)
+    assert ones.keys() == twos.keys() and all(torch.equal(ones[k], twos[k]) for k in ones)
+    assert _losses(first) == _losses(second)
+
+
 def _run(tmp_path: Path, *overrides: str):
     torch.set_num_threads(1)
     try:
@@ -373,8 +393,6 @@ def test_resume_from_a_mixture_whose_datasets_are_not_in_alphabetical_order(tmp_
     """Checkpoints write their state with sorted keys, which reorders the stream's per-dataset cursors; the
     resumed run must still find each dataset's by name and end bit-identical (the nano mixtures failed to
     resume before, session 18)."""
-    import shutil
-
     data = tmp_path / "data"
     data.mkdir()
     for name, colour in (("zebra", "white"), ("apple", "red")):
@@ -388,13 +406,5 @@ def test_resume_from_a_mixture_whose_datasets_are_not_in_alphabetical_order(tmp_
                        "  - {name: apple, path: data/apple.jsonl}\n")
     settings = [f"data={{mixture: {mixture}}}", "max_steps=6", "save_every=3", "keep_last=3"]
     _run(tmp_path / "straight", *settings)
-    resumed = tmp_path / "resumed"
-    _run(resumed, *settings)
-    shutil.rmtree(resumed / "checkpoints" / "step-00000006")
-    shutil.rmtree(resumed / "final")
-    _mark_latest_checkpoint(resumed)
-    _run(resumed, *settings)
-    assert _resumed(resumed)
-    first, second = _weights(tmp_path / "straight"), _weights(resumed)
-    assert all(torch.equal(first[k], second[k]) for k in first)
-    assert _losses(resumed) == _losses(tmp_path / "straight")
+    _interrupted_run(tmp_path / "resumed", 6, *settings)
+    _assert_same_run(tmp_path / "straight", tmp_path / "resumed")
