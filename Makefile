@@ -25,7 +25,7 @@ demo: setup
 	$(PY) -m sailvl2.demo
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m sailvl2._malloc -m pytest -q  # under mimalloc, as `sailvl2 train` runs (sailvl2/_malloc.py)
 
 nano: setup
 	$(PY) -m sailvl2.cli nano --out runs/nano

@@ -207,7 +207,16 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+# Commands that run long enough for glibc's heap fragmentation to slow them (sailvl2/_malloc.py).
+_LONG_COMMANDS = ("train", "nano", "eval", "curate")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] in _LONG_COMMANDS:
+        # From the command line only (tests call main(argv) in-process), and before torch is imported.
+        from ._malloc import reexec_with_allocator
+
+        reexec_with_allocator()
     args = _parser().parse_args(argv)
     try:
         if hasattr(args, "handler"):  # subcommands registered by other modules (evaluation, curation)

@@ -7,6 +7,7 @@ import json
 import torch
 
 from sailvl2.cli import main as cli_main
+from sailvl2.nano.ship import ship
 
 
 def test_smoke_ladder_trains_every_stage_and_reports(tmp_path, capsys):
@@ -26,6 +27,18 @@ def test_smoke_ladder_trains_every_stage_and_reports(tmp_path, capsys):
     assert final["overall"] > final["chance"] > 0.0, (final["overall"], final["chance"])
     assert "| task | n |" in capsys.readouterr().out
     assert (tmp_path / "nano" / "longcot" / "final" / "model.safetensors").is_file()
+    assert report["allocator"] in ("mimalloc", "jemalloc", "tcmalloc", "system")
+
+    # The report names the final model relative to the run folder, so a moved run still ships, and the shipped
+    # files record the run's name and stage, not this machine's paths.
+    assert report["final_model"] == "longcot/final"
+    moved = tmp_path / "moved-run"
+    (tmp_path / "nano").rename(moved)
+    ship(moved, tmp_path / "shipped")
+    recorded = json.loads((tmp_path / "shipped" / "shipped.json").read_text())
+    assert (recorded["source_run"], recorded["source_model"]) == ("moved-run", "longcot/final")
+    assert recorded["heldout"] > 0 and 0.0 <= recorded["overall"] <= 1.0
+    assert (tmp_path / "shipped" / "model.safetensors").is_file()
 
 
 def test_text_layout_and_number_images_are_checked_before_any_work(tmp_path, capsys):

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from .._malloc import active_allocator
 from ..errors import ConfigError
 from .dense import DenseConfig, train_dense
 from .evaluate import PERCEPTION_PREFIXES, chance_accuracy, evaluate, load_split, perception_accuracy, weighted_chance
@@ -187,7 +188,8 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
         })
         (out / f"samples-{stage}.jsonl").write_text("".join(json.dumps(s) + "\n" for s in scores.samples))
     report["wall_seconds"] = time.perf_counter() - started
-    report["final_model"] = str(previous)
+    report["allocator"] = active_allocator()  # the wall time depends on it (sailvl2/_malloc.py)
+    report["final_model"] = str(previous.relative_to(out))  # relative: the run folder can move
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(markdown(report))
     return report
@@ -196,7 +198,8 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
 def markdown(report: dict[str, Any]) -> str:
     stages = report["stages"]
     lines = [f"# Nano SAIL-VL2 ladder ({report['preset']}, seed {report['seed']})", "",
-             f"Wall time: {report['wall_seconds'] / 60:.1f} min. Final model: `{report['final_model']}`.", "",
+             f"Wall time: {report['wall_seconds'] / 60:.1f} min (allocator: {report.get('allocator', 'not recorded')}). "
+             f"Final model: `{report['final_model']}`.", "",
              "| stage | steps | loss, first -> last tenth of the steps | train s | held-out accuracy | chance "
              "| perception tasks |",
              "|---|---:|---|---:|---:|---:|---:|"]

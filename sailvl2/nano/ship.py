@@ -81,8 +81,8 @@ def ship(run_dir: str | Path, dest: str | Path = ASSET_DIR) -> dict[str, Any]:
         raise CheckpointError(f"{run} has no report.json: run `sailvl2 nano --out {run}` first")
     report = json.loads(report_path.read_text())
     final = Path(report["final_model"])
-    if not final.is_absolute():  # the ladder records it relative to where it ran, usually beside `run`
-        final = final.resolve() if final.is_dir() else run / final.parent.name / final.name
+    if not final.is_absolute():  # relative to the run folder (runs before session 19: to where they ran)
+        final = run / final if (run / final).is_dir() else run / final.parent.name / final.name
     suite = run / "data"
     dest = Path(dest)
     staging = dest.with_name(dest.name + ".staging")
@@ -107,7 +107,9 @@ def ship(run_dir: str | Path, dest: str | Path = ASSET_DIR) -> dict[str, Any]:
 
         shipped = load(staging, device="cpu", dtype=torch.float32)
         scores = evaluate(shipped, load_split(staging / "heldout.jsonl"), max_new_tokens=96)
-        summary = {"source_run": str(run), "source_model": str(final), "heldout": len(heldout),
+        # Names, not this machine's paths: the shipped files say which run and stage they come from.
+        source = final.relative_to(run) if final.is_relative_to(run) else final
+        summary = {"source_run": run.name, "source_model": str(source), "heldout": len(heldout),
                    "overall": scores.overall, "perception": perception_accuracy(scores.per_task),
                    "per_task": scores.per_task}
         (staging / "shipped.json").write_text(json.dumps(summary, indent=2))

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from ..data.errors import DataError
+from .._malloc import active_allocator
 from ..errors import CheckpointError, SailVL2Error
 from .checkpoint import export_model, latest_checkpoint, load_checkpoint, load_snapshot, save_checkpoint
 from .loss import packed_loss
@@ -299,6 +300,7 @@ class Trainer:
             "skipped_by_reader": getattr(self.data.source, "stats", {}).get("datasets", {}),
             "packing_efficiency": self.data.packer.stats.efficiency, "train_seconds": counters["train_seconds"],
             "final_loss": losses[-1] if losses else None,
+            "allocator": active_allocator(),  # step times depend on it (sailvl2/_malloc.py)
         }
         if info.is_main:
             metrics.plot(self.run_dir / "loss.png")
