@@ -82,8 +82,12 @@ def reexec_with_allocator() -> None:
     env = preload_environment(library)
     sys.stdout.flush()
     sys.stderr.flush()
-    # sys.orig_argv is the interpreter's own command line (options, -m module or script, arguments).
-    os.execve(sys.executable, list(sys.orig_argv), env)
+    try:
+        # sys.orig_argv is the interpreter's own command line (options, -m module or script, arguments).
+        os.execve(sys.executable, list(sys.orig_argv), env)
+    except OSError as err:  # an interpreter that cannot be re-executed: run on, with the system allocator
+        print(f"sailvl2: could not re-execute under {library.name} ({err}); running with the system allocator",
+              file=sys.stderr)
 
 
 def active_allocator() -> str:

@@ -48,6 +48,18 @@ def test_preload_environment_goes_first_and_keeps_the_others(tmp_path):
     assert _malloc.preload_environment(library, {})["LD_PRELOAD"] == str(library)
 
 
+def test_a_failed_reexec_runs_on_with_the_system_allocator(tmp_path, monkeypatch, capsys):
+    library = tmp_path / "libmimalloc.so"
+    monkeypatch.setattr(_malloc, "chosen_library", lambda: library)
+
+    def refuse(*args):
+        raise PermissionError("not allowed")
+
+    monkeypatch.setattr(_malloc.os, "execve", refuse)
+    _malloc.reexec_with_allocator()  # returns instead of raising
+    assert "could not re-execute under libmimalloc.so (not allowed)" in capsys.readouterr().err
+
+
 _COUNT = "print(sum('libmimalloc' in line for line in open('/proc/self/maps')))"  # mapped in this process
 _MAPPED = "from sailvl2._malloc import reexec_with_allocator; reexec_with_allocator(); " + _COUNT
 
