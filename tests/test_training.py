@@ -160,6 +160,44 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     assert max((first[k].float() - second[k].float()).abs().max().item() for k in first) <= 1e-5
 
 
+BF16_RUNNER = """
+import sys, torch
+torch.set_num_threads(1)
+from sailvl2.training import precision
+precision.cpu_has_native_bf16 = lambda: True  # as on a CPU with AVX512-BF16 or AMX, whatever this one has
+from sailvl2.training.recipe import load_recipe
+from sailvl2.training.trainer import Trainer
+Trainer(load_recipe("debug", sys.argv[1:])).run()
+"""
+
+
+def test_torchrun_two_cpu_processes_with_cpu_bf16_follow_one_process(tmp_path, monkeypatch):
+    """`cpu_bf16: true` under torchrun on CPU (FSDP2 over gloo inside bf16 autocast, Muon in bf16): the same
+    curve as one process with the flag, not the fp32 one's, and fp32 weights."""
+    from sailvl2.training import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    settings = ["optim.kind=muon", "max_steps=8", "save_every=0", "cpu_bf16=true"]
+    _run(tmp_path / "single", *settings)
+    _run(tmp_path / "fp32", *settings[:-1])
+    script = tmp_path / "runner.py"
+    script.write_text(BF16_RUNNER)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([str(torchrun), "--nproc_per_node", "2", str(script), f"output_dir={tmp_path / 'ddp'}",
+                             *settings], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    single, sharded, fp32 = (_losses(tmp_path / name) for name in ("single", "ddp", "fp32"))
+    assert len(single) == len(sharded) == 8
+    # Step 1 (same weights, same rows) tells the precisions apart: bf16 products move the loss by ~1e-4 here, and
+    # the sharded run's first loss sits with the one-process bf16 run's, not with the fp32 one's.
+    assert single[0] != fp32[0]
+    assert abs(sharded[0] - single[0]) <= 0.1 * abs(fp32[0] - single[0]), (sharded[0], single[0], fp32[0])
+    # later steps: bf16 products summed in another order (sharded reductions), close
+    assert max(abs(a - b) / b for a, b in zip(single, sharded)) < 1e-3, (single, sharded)
+    assert all(w.dtype == torch.float32 for w in _weights(tmp_path / "ddp").values())
+
+
 def test_debug_model_overfits_a_small_dataset(tmp_path):
     result = _run(tmp_path / "run", "max_steps=90", "save_every=0", "data.synthetic.num_samples=4",
                   "schedule.kind=constant", "optim.lr={vit: 2.0e-3, adapter: 2.0e-3, llm: 2.0e-3}")
