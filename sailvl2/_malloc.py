@@ -58,6 +58,11 @@ def chosen_library(environ: dict[str, str] | os._Environ[str] = os.environ,
         return None
     if str(library) in environ.get("LD_PRELOAD", "").replace(":", " ").split():
         return None
+    if any(separator in str(library) for separator in (" ", ":")):
+        # The loader splits LD_PRELOAD at spaces and colons: such a path cannot be named there.
+        print(f"sailvl2: {library} has a space or colon in its path, which LD_PRELOAD cannot carry; "
+              "running with the system allocator", file=sys.stderr)
+        return None
     return library
 
 

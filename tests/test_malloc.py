@@ -38,6 +38,11 @@ def test_choice_rules(tmp_path, capsys):
     assert _malloc.chosen_library(_env(SAILVL2_MALLOC=str(tmp_path / "missing.so")), platform="linux") is None
     assert "missing.so: no such library" in capsys.readouterr().err
     assert _malloc.chosen_library(_env(), platform="linux") == MIMALLOC  # auto: the wheel's, when installed
+    spaced = tmp_path / "my libs" / "libother.so"
+    spaced.parent.mkdir()
+    spaced.write_bytes(b"\x7fELF")
+    assert _malloc.chosen_library(_env(SAILVL2_MALLOC=str(spaced)), platform="linux") is None
+    assert "LD_PRELOAD cannot carry" in capsys.readouterr().err
 
 
 def test_preload_environment_goes_first_and_keeps_the_others(tmp_path):
