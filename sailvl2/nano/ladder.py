@@ -197,8 +197,9 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
 
 def markdown(report: dict[str, Any]) -> str:
     stages = report["stages"]
+    allocator = report.get("allocator", "not recorded")  # reports before session 19 lack it
     lines = [f"# Nano SAIL-VL2 ladder ({report['preset']}, seed {report['seed']})", "",
-             f"Wall time: {report['wall_seconds'] / 60:.1f} min (allocator: {report.get('allocator', 'not recorded')}). "
+             f"Wall time: {report['wall_seconds'] / 60:.1f} min (allocator: {allocator}). "
              f"Final model: `{report['final_model']}`.", "",
              "| stage | steps | loss, first -> last tenth of the steps | train s | held-out accuracy | chance "
              "| perception tasks |",
