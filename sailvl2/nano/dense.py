@@ -35,8 +35,8 @@ from torch import nn
 from ..data.errors import DataError
 from ..errors import ConfigError
 # The labels live in dense_labels.py; the names tests and scripts import from here are re-exported.
-from .dense_labels import (ATTRIBUTES, CHARACTERS, IGNORE, SHAPE_ATTRIBUTES, STRUCTURE_TARGETS,  # noqa: F401
-                           cell_of, dense_labels)
+from .dense_labels import (ATTRIBUTES, BOX_DIGIT_POWERS, BOX_DIGITS, CHARACTERS, IGNORE,  # noqa: F401
+                           SHAPE_ATTRIBUTES, STRUCTURE_TARGETS, cell_of, dense_labels)
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,12 @@ class DenseConfig:
     # jitter by up to 8 px); run 22 missed 24 % of held-out boxes, most by a few pixels (IoU 0.3-0.46), and
     # with this target at weight 4 (the ladder's) run 24 missed 5 % (docs/nano-sessions.md, session 13).
     box_weight: float = 0.0
+    # Weight of the box-digit loss (0: off): per token holding a shape, one 10-way classifier per digit of the
+    # box's four 0-1000 coordinates, the digits a grounding answer writes. The box head (above) reads 100 % of
+    # held-out boxes off the image tokens while the LLM wrote 86 % right (run 49): its misses are whole boxes
+    # shifted by 3-6 px, the LLM turning a position into decimal digits; with this target the tokens carry
+    # the digits themselves (docs/nano-sessions.md, session 20).
+    box_digit_weight: float = 0.0
     # Weight of the structure targets (0: off; dense_labels.STRUCTURE_TARGETS): per token, how many shapes the
     # scene holds and how many share this shape's colour and kind, and a chart category's (a table cell's)
     # rank. Counting and choosing the largest / smallest were the perception tasks run 27 (shipped until
@@ -80,6 +86,8 @@ class DenseConfig:
             raise ConfigError(f"text_share must be in [0, 1), got {self.text_share}")
         if self.box_weight < 0:
             raise ConfigError(f"box_weight must be >= 0, got {self.box_weight}")
+        if self.box_digit_weight < 0:
+            raise ConfigError(f"box_digit_weight must be >= 0, got {self.box_digit_weight}")
         if self.structure_weight < 0:
             raise ConfigError(f"structure_weight must be >= 0, got {self.structure_weight}")
         unknown = set(self.structure_targets) - set(STRUCTURE_TARGETS)
@@ -125,7 +133,7 @@ class DenseHeads(nn.Module):
 
     def __init__(self, hidden_size: int, word_vectors: dict[str, torch.Tensor] | None = None,
                  slots_per_token: int = 0, box_weight: float = 0.0, structure_weight: float = 0.0,
-                 structure_targets: tuple[str, ...] = tuple(STRUCTURE_TARGETS)) -> None:
+                 structure_targets: tuple[str, ...] = tuple(STRUCTURE_TARGETS), box_digit_weight: float = 0.0) -> None:
         super().__init__()
         self.attributes = nn.ModuleDict({
             name: _WordHead(word_vectors[name]) if word_vectors else nn.Linear(hidden_size, len(classes) + 1)
@@ -136,6 +144,9 @@ class DenseHeads(nn.Module):
         # The shape's box in its cell's units (DenseConfig.box_weight); None when off.
         self.box = nn.Linear(hidden_size, 4) if box_weight else None
         self.box_weight = box_weight
+        # The box's 0-1000 coordinates, digit by digit (DenseConfig.box_digit_weight); None when off.
+        self.box_digits = nn.Linear(hidden_size, BOX_DIGITS * 10) if box_digit_weight else None
+        self.box_digit_weight = box_digit_weight
         # Linear heads for the structure targets (counts, ranks); empty when off.
         self.structure = nn.ModuleDict({name: nn.Linear(hidden_size, STRUCTURE_TARGETS[name])
                                         for name in structure_targets} if structure_weight else {})
@@ -163,6 +174,11 @@ class DenseHeads(nn.Module):
         if self.box is not None and held.any():
             predicted = self.box(features)[held].float()
             losses["box"] = self.box_weight * nn.functional.l1_loss(predicted, batch["box"][held])
+        held = batch["box_digits"][..., 0] != IGNORE
+        if self.box_digits is not None and held.any():
+            logits = self.box_digits(features)[held].unflatten(-1, (BOX_DIGITS, 10)).float()
+            losses["box_digits"] = self.box_digit_weight * nn.functional.cross_entropy(
+                logits.flatten(0, 1), batch["box_digits"][held].flatten())
         for name, head in self.structure.items():
             target = batch[name]
             if (target != IGNORE).any():
@@ -189,6 +205,13 @@ class DenseHeads(nn.Module):
             held = ~batch["box"][..., 0].isnan()
             counts["box"] = (int((box_iou(self.box(features)[held].float(), batch["box"][held]) >= 0.5).sum()),
                              int(held.sum()))
+        if self.box_digits is not None:  # the boxes the digits spell, IoU >= 0.5 against the true digits' box
+            held = batch["box_digits"][..., 0] != IGNORE
+            place = torch.tensor([10 ** power for power in BOX_DIGIT_POWERS] * 4, device=features.device)
+            spell = lambda digits: (digits * place).unflatten(-1, (4, -1)).sum(-1).float()  # noqa: E731
+            predicted = self.box_digits(features)[held].unflatten(-1, (BOX_DIGITS, 10)).argmax(-1)
+            counts["box_digits"] = (int((box_iou(spell(predicted), spell(batch["box_digits"][held])) >= 0.5).sum()),
+                                    int(held.sum()))
         for name, head in self.structure.items():  # counts: every labelled token; ranks: the ranked tokens
             target = batch[name]
             scored = (target != IGNORE) & ((target > 0) if name in ("rank", "same_colour", "same_kind") else True)
@@ -275,6 +298,7 @@ def _collate(items: list[tuple[Path, dict[str, list[Any]]]], processor: Any, dev
                                        device=device)
     nan = [float("nan")] * 4  # marks the cells without a shape
     batch["box"] = torch.tensor([[box or nan for box in labels["box"]] for _, labels in items], device=device)
+    batch["box_digits"] = torch.tensor([labels["box_digits"] for _, labels in items], device=device)
     if "char_slots" in items[0][1]:
         batch["char_slots"] = torch.tensor([labels["char_slots"] for _, labels in items], device=device)
     return pixel_values, batch
@@ -310,7 +334,7 @@ def train_dense(init_dir: str | Path, suite_dir: str | Path, out_dir: str | Path
     vectors = word_vectors(model, processor.tokenizer) if config.word_aligned else None
     slots_per_token = (patches // grid) ** 2 if patches else 0
     heads = DenseHeads(model.config.llm_config.hidden_size, vectors, slots_per_token, config.box_weight,
-                       config.structure_weight, config.structure_targets).to(device)
+                       config.structure_weight, config.structure_targets, config.box_digit_weight).to(device)
     params = [*model.vision_model.parameters(), *model.mlp1.parameters(), *heads.parameters()]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up over 5 %, then cosine to 10 %
@@ -353,7 +377,7 @@ def evaluate_dense(model: Any, heads: DenseHeads, processor: Any, images: list[t
     """Held-out accuracy per attribute (cells holding a shape), for the characters of a cell and, with the box
     head, the share of shapes whose predicted box has IoU >= 0.5."""
     model.eval()
-    totals = {name: [0, 0] for name in (*ATTRIBUTES, "chars", "box", *STRUCTURE_TARGETS)}
+    totals = {name: [0, 0] for name in (*ATTRIBUTES, "chars", "box", "box_digits", *STRUCTURE_TARGETS)}
     for start in range(0, len(images), batch_images):
         pixel_values, batch = _collate(images[start:start + batch_images], processor, device, torch.float32)
         for name, (right, total) in heads.correct(model.get_image_features(pixel_values), batch).items():
@@ -378,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="characters per token as a set, or one per ViT patch (for the slot text layout)")
     parser.add_argument("--box-weight", type=float, default=0.0,
                         help="weight of a per-token box regression loss on the shapes (0: off)")
+    parser.add_argument("--box-digit-weight", type=float, default=0.0,
+                        help="weight of a per-token loss on the digits of the shapes' 0-1000 boxes (0: off)")
     parser.add_argument("--structure-weight", type=float, default=0.0,
                         help="weight of the per-token count and rank targets (0: off)")
     parser.add_argument("--structure-targets", default=",".join(STRUCTURE_TARGETS),
@@ -389,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
                           DenseConfig(steps=args.steps, batch_images=args.batch_images, lr=args.lr, seed=args.seed,
                                       word_aligned=args.word_aligned, char_target=args.char_target,
                                       text_share=args.text_share, box_weight=args.box_weight,
+                                      box_digit_weight=args.box_digit_weight,
                                       structure_weight=args.structure_weight,
                                       structure_targets=tuple(filter(None, args.structure_targets.split(","))),
                                       extra_streams=tuple(filter(None, args.extra_streams.split(",")))),

@@ -45,12 +45,12 @@ STAGES = (  # (stage, recipe, mixture file written by the suite generator)
     ("longcot", "nano_longcot", "cot"),
 )
 PRESETS: dict[str, dict[str, Any]] = {
-    # Run 38's settings (docs/nano-sessions.md, sessions 13-17): text, charts and tables one character per ViT
+    # Run 53's settings (docs/nano-sessions.md, sessions 13-20): text, charts and tables one character per ViT
     # patch; 8000 extra number, 8000 letter-string and 8000 chart read-out images (the mixtures' weights and the
     # stages' steps are in synth/writer.py and the nano_* recipes, focus boxes in synth/tasks.py); the vision
-    # stage also learns each shape's box. Run 38 is the shipped model (sailvl2/assets/nano).
+    # stage also learns each shape's box and its digits. The shipped model (sailvl2/assets/nano) comes from it.
     "full": {"sizes": {"train": 20000, "val": 500, "test": 1000}, "eval_limit": 600, "overrides": {},
-             "dense": DenseConfig(steps=1500, word_aligned=True, box_weight=4.0),
+             "dense": DenseConfig(steps=1500, word_aligned=True, box_weight=4.0, box_digit_weight=1.0),
              "text_layout": "slots", "chart_layout": "slots", "number_images": 8000, "letter_images": 8000,
              "chart_images": 8000},
     # CI-sized: the free layout and no extra images keep it within about 2 minutes.
