@@ -152,6 +152,9 @@ class DenseHeads(nn.Module):
                                         for name in structure_targets} if structure_weight else {})
         self.structure_weight = structure_weight
 
+    def _digit_logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.box_digits(features).unflatten(-1, (BOX_DIGITS, 10))
+
     def _slot_logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.chars(features).unflatten(-1, (self.slots_per_token, len(CHARACTERS) + 1))
 
@@ -176,9 +179,8 @@ class DenseHeads(nn.Module):
             losses["box"] = self.box_weight * nn.functional.l1_loss(predicted, batch["box"][held])
         held = batch["box_digits"][..., 0] != IGNORE
         if self.box_digits is not None and held.any():
-            logits = self.box_digits(features)[held].unflatten(-1, (BOX_DIGITS, 10)).float()
             losses["box_digits"] = self.box_digit_weight * nn.functional.cross_entropy(
-                logits.flatten(0, 1), batch["box_digits"][held].flatten())
+                self._digit_logits(features)[held].flatten(0, 1).float(), batch["box_digits"][held].flatten())
         for name, head in self.structure.items():
             target = batch[name]
             if (target != IGNORE).any():
@@ -207,10 +209,8 @@ class DenseHeads(nn.Module):
                              int(held.sum()))
         if self.box_digits is not None:  # the boxes the digits spell, IoU >= 0.5 against the true digits' box
             held = batch["box_digits"][..., 0] != IGNORE
-            place = torch.tensor([10 ** power for power in BOX_DIGIT_POWERS] * 4, device=features.device)
-            spell = lambda digits: (digits * place).unflatten(-1, (4, -1)).sum(-1).float()  # noqa: E731
-            predicted = self.box_digits(features)[held].unflatten(-1, (BOX_DIGITS, 10)).argmax(-1)
-            counts["box_digits"] = (int((box_iou(spell(predicted), spell(batch["box_digits"][held])) >= 0.5).sum()),
+            predicted = spell_box(self._digit_logits(features)[held].argmax(-1))
+            counts["box_digits"] = (int((box_iou(predicted, spell_box(batch["box_digits"][held])) >= 0.5).sum()),
                                     int(held.sum()))
         for name, head in self.structure.items():  # counts: every labelled token; ranks: the ranked tokens
             target = batch[name]
@@ -222,6 +222,12 @@ class DenseHeads(nn.Module):
         exact = ((self.chars(features) > 0).float() == batch["chars"]).all(-1)
         counts["chars"] = (int(exact[with_text].sum()), int(with_text.sum()))
         return counts
+
+
+def spell_box(digits: torch.Tensor) -> torch.Tensor:
+    """(..., BOX_DIGITS) digit classes -> (..., 4) 0-1000 coordinates, the digits' place values summed."""
+    place = torch.tensor([10 ** power for power in BOX_DIGIT_POWERS] * 4, device=digits.device)
+    return (digits * place).unflatten(-1, (4, -1)).sum(-1).float()
 
 
 def box_iou(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
