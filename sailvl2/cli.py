@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="extra number-reading images for the train split (default: the preset's; full: 8000)")
     nano.add_argument("--letter-images", type=int, default=None,
                       help="extra letter-string images for the train split (default: the preset's; full: 8000)")
+    nano.add_argument("--shape-images", type=int, default=None,
+                      help="extra shape scenes (counts, spatial questions) for the train split (default: the "
+                           "preset's; full: 8000)")
 
     soup = commands.add_parser("soup", help="average homogeneous checkpoints into one (model soup)")
     soup.add_argument("checkpoints", nargs="+", help="checkpoint directories with identical architectures")
@@ -230,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_ladder(args.out, preset=args.preset, seed=args.seed, text_layout=args.text_layout,
                        number_images=args.number_images, letter_images=args.letter_images,
-                       chart_layout=args.chart_layout, chart_images=args.chart_images)
+                       chart_layout=args.chart_layout, chart_images=args.chart_images,
+                       shape_images=args.shape_images)
             print((Path(args.out) / "report.md").read_text())
             return 0
         return _chat(args) if args.command == "chat" else _info(args)

@@ -66,6 +66,9 @@ def test_text_layout_and_number_images_are_checked_before_any_work(tmp_path, cap
     with pytest.raises(ConfigError, match="chart_images must be >= 0"):
         run_ladder(tmp_path / "run", preset="smoke", chart_images=-2)
     assert not (tmp_path / "run").exists()
+    assert cli_main(["nano", "--out", str(tmp_path / "cli"), "--shape-images", "-3"]) != 0
+    assert "shape_images must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()
     with pytest.raises(ConfigError, match="chart_layout must be one of"):
         run_ladder(tmp_path / "run", preset="smoke", chart_layout="grid")
     assert not (tmp_path / "run").exists()

@@ -89,3 +89,68 @@ def test_spatial_stream_and_its_repeat_in_the_mixtures(tmp_path: Path) -> None:
         assert all(rates[stream] == 2.0 for stream in twice)
         # Every stage asks grounding as a first turn too (boxes fell through SFT and LongCoT without it).
         assert "grounding" in rates
+
+
+def _digests(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_shape_images_add_a_train_only_dialogue_stream(tmp_path: Path) -> None:
+    """shape_images: fresh train-owned shape scenes asked up to three counts and spatial questions, written as
+    single-turn records (re-derived by the checker) and as their dialogues, which the mixtures draw; the counts
+    ask about two or more of a colour or kind more often than the suite's own; byte-identical on regeneration,
+    and the rest of the suite unchanged."""
+    import pytest
+
+    from sailvl2.synth import check_suite
+    from sailvl2.synth.writer import SHAPE_STREAM_TASKS
+
+    sizes = {"train": 200, "test": 40}
+    plain = tmp_path / "plain"
+    generate_suite(plain, seed=4, sizes=sizes, families=["shapes", "ocr"], image_size=168, workers=1)
+    manifest = generate_suite(tmp_path / "a", seed=4, sizes=sizes, families=["shapes", "ocr"], image_size=168,
+                              workers=2, shape_images=300)
+    generate_suite(tmp_path / "b", seed=4, sizes=sizes, families=["shapes", "ocr"], image_size=168, workers=1,
+                   shape_images=300)
+    assert _digests(tmp_path / "a") == _digests(tmp_path / "b")
+    assert manifest["shape_images"] == 300
+    families = tmp_path / "a" / "families"
+    singles = _records(families / "train-shapes-more.jsonl")
+    merged = _records(families / "train-shapes-more-dialogues.jsonl")
+    assert len(merged) == 300 and len({r["image"] for r in singles}) == 300
+    assert all(r["image"].startswith("../images/shapes-more/") for r in singles)
+    by_image: dict[str, list[str]] = {}
+    for record in singles:
+        assert record["task"] in SHAPE_STREAM_TASKS
+        by_image.setdefault(record["image"], []).append(record["task"])
+    assert all(1 <= len(tasks) <= 3 and len(set(tasks)) == len(tasks) for tasks in by_image.values())
+    assert set(SHAPE_STREAM_TASKS) == {r["task"] for r in singles}
+    # Each dialogue holds its image's questions, in the same order, the image in the first turn only.
+    for row in merged:
+        assert row["tasks"] == by_image[row["image"]]
+        assert len(row["conversations"]) == 2 * len(row["tasks"])
+        assert [t["value"].count("<image>") for t in row["conversations"][::2]] == [1] + [0] * (len(row["tasks"]) - 1)
+    # The checker re-derives every stream answer too: 240 split records plus the stream's.
+    report = check_suite(tmp_path / "a")
+    assert report.failures == [] and report.checked == 240 + len(singles)
+
+    def several(records: list[dict]) -> float:
+        counts = [r for r in records if r["task"] in ("shapes/count_colour", "shapes/count_kind")]
+        return sum(int(r["answer"]) >= 2 for r in counts) / len(counts)
+
+    assert several(singles) > several(_records(tmp_path / "a" / "train.jsonl")) + 0.15
+    # The splits' own files and images are those of the suite without the stream.
+    with_stream, without = _digests(tmp_path / "a"), _digests(plain)
+    own = ("mixtures", "manifest")
+    assert {p: d for p, d in with_stream.items() if "shapes-more" not in p and not p.startswith(own)} \
+        == {p: d for p, d in without.items() if not p.startswith(own)}
+    rates = {name: dict(zip([d.name for d in mix.datasets], mix.rates()))
+             for name, mix in ((n, MixtureConfig.from_yaml(tmp_path / "a" / "mixtures" / f"{n}.yaml"))
+                               for n in ("multitask", "sft", "cot"))}
+    assert [rates[n]["shapes-more-dialogues"] for n in ("multitask", "sft", "cot")] == [0.5, 0.25, 0.25]
+    assert "shapes-more" not in (plain / "mixtures" / "multitask.yaml").read_text()
+    with pytest.raises(ValueError, match="shape_images must be >= 0"):
+        generate_suite(tmp_path / "c", seed=4, sizes=sizes, shape_images=-1)

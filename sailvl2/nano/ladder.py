@@ -45,18 +45,19 @@ STAGES = (  # (stage, recipe, mixture file written by the suite generator)
     ("longcot", "nano_longcot", "cot"),
 )
 PRESETS: dict[str, dict[str, Any]] = {
-    # Run 53's settings (docs/nano-sessions.md, sessions 13-20): text, charts and tables one character per ViT
-    # patch; 8000 extra number, 8000 letter-string and 8000 chart read-out images (the mixtures' weights and the
-    # stages' steps are in synth/writer.py and the nano_* recipes, focus boxes in synth/tasks.py); the vision
-    # stage also learns each shape's box and its digits. The shipped model (sailvl2/assets/nano) comes from it.
+    # Run 56's settings (docs/nano-sessions.md, sessions 13-21): text, charts and tables one character per ViT
+    # patch; 8000 extra number, 8000 letter-string, 8000 chart read-out and 8000 shape-scene images (the
+    # mixtures' weights are in synth/mixtures.py, the stages' steps in the nano_* recipes, focus boxes in
+    # synth/tasks.py); the vision stage also learns each shape's box and its digits. The shipped model
+    # (sailvl2/assets/nano) comes from it.
     "full": {"sizes": {"train": 20000, "val": 500, "test": 1000}, "eval_limit": 600, "overrides": {},
              "dense": DenseConfig(steps=1500, word_aligned=True, box_weight=4.0, box_digit_weight=1.0),
              "text_layout": "slots", "chart_layout": "slots", "number_images": 8000, "letter_images": 8000,
-             "chart_images": 8000},
+             "chart_images": 8000, "shape_images": 8000},
     # CI-sized: the free layout and no extra images keep it within about 2 minutes.
     "smoke": {"sizes": {"train": 1200, "val": 40, "test": 160}, "eval_limit": 160,
               "text_layout": "free", "chart_layout": "free", "number_images": 0, "letter_images": 0,
-              "chart_images": 0,
+              "chart_images": 0, "shape_images": 0,
               "dense": DenseConfig(steps=300, word_aligned=True, eval_images=64),
               "overrides": {"multitask": ["max_steps=160"],
                             "sft": ["max_steps=200"], "longcot": ["max_steps=12"]},
@@ -87,7 +88,8 @@ def loss_ends(losses: list[float]) -> tuple[float, float]:
 def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: int = 0,
                stages: tuple[str, ...] | None = None, text_layout: str | None = None,
                number_images: int | None = None, letter_images: int | None = None,
-               chart_layout: str | None = None, chart_images: int | None = None) -> dict[str, Any]:
+               chart_layout: str | None = None, chart_images: int | None = None,
+               shape_images: int | None = None) -> dict[str, Any]:
     """Run the ladder into ``out_dir``; the suite settings left at None come from the preset (the full preset's
     reproduce the shipped model, run 38). ``text_layout="slots"`` draws the suite's text one character per ViT
     patch and trains the dense stage's character head per patch (docs/nano-sessions.md, session 9).
@@ -96,7 +98,8 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
     (``ocr-letters``: held-out words are never training words, so reading them needs spelling; session 12).
     ``chart_layout="slots"`` draws the charts and tables that way too (synth/charts.py; session 13), and
     ``chart_images`` > 0 adds that many charts and tables asked for one value or cell, or which category or row
-    is largest (``charts-read``; session 14)."""
+    is largest (``charts-read``; session 14), ``shape_images`` > 0 shape scenes asked the counts and spatial
+    questions (``shapes-more``; session 21)."""
     settings = PRESETS.get(preset)
     if settings is None:
         raise ConfigError(f"preset must be one of {list(PRESETS)}, got {preset!r}")
@@ -105,11 +108,12 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
     number_images = settings["number_images"] if number_images is None else number_images
     letter_images = settings["letter_images"] if letter_images is None else letter_images
     chart_images = settings["chart_images"] if chart_images is None else chart_images
+    shape_images = settings["shape_images"] if shape_images is None else shape_images
     for argument, layout in (("text_layout", text_layout), ("chart_layout", chart_layout)):
         if layout not in TEXT_LAYOUTS:
             raise ConfigError(f"{argument} must be one of {TEXT_LAYOUTS}, got {layout!r}")
     for argument, count in (("number_images", number_images), ("letter_images", letter_images),
-                            ("chart_images", chart_images)):
+                            ("chart_images", chart_images), ("shape_images", shape_images)):
         if count < 0:
             raise ConfigError(f"{argument} must be >= 0, got {count}")
     from ..api import load
@@ -124,6 +128,7 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
     chart_slot = NANO_PATCH if chart_layout == "slots" else 0
     wanted = {"seed": seed, "text_slot": text_slot, "chart_slot": chart_slot,
               "number_images": number_images, "letter_images": letter_images, "chart_images": chart_images,
+              "shape_images": shape_images,
               "train_records": settings["sizes"]["train"],
               "chart_read_version": CHART_READ_VERSION if chart_images else 0,
               "focus_version": FOCUS_VERSION}
@@ -139,7 +144,7 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
     else:
         generate_suite(data, seed=seed, sizes=settings["sizes"], image_size=NANO_IMAGE_SIZE, overwrite=True,
                        text_slot=text_slot, number_images=number_images, letter_images=letter_images,
-                       chart_slot=chart_slot, chart_images=chart_images)
+                       chart_slot=chart_slot, chart_images=chart_images, shape_images=shape_images)
     init = out / "init"
     if not (init / "config.json").is_file():
         build_nano_init(init, _corpus(data / "train.jsonl"), seed=seed)
@@ -156,6 +161,8 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
         report["letter_images"] = letter_images
     if chart_images:
         report["chart_images"] = chart_images
+    if shape_images:
+        report["shape_images"] = shape_images
     for stage, recipe_name, mixture in STAGES:
         if stages is not None and stage not in stages:
             continue

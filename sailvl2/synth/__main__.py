@@ -1,5 +1,5 @@
 """``python -m sailvl2.synth OUT_DIR [--train N --val N --test N --seed S --workers W --text-slot PX
---number-images N --letter-images N --check]``."""
+--number-images N --letter-images N --chart-images N --shape-images N --check]``."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="extra letter-string reading images for the train split (stream ocr-letters)")
     parser.add_argument("--chart-images", type=int, default=0,
                         help="extra chart and table read-out images for the train split (stream charts-read)")
+    parser.add_argument("--shape-images", type=int, default=0,
+                        help="extra shape scenes asked counts and spatial questions, train split (stream shapes-more)")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--check", action="store_true", help="run the independent checker afterwards")
     args = parser.parse_args(argv)
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                               args.families.split(","), image_size=args.image_size, workers=args.workers,
                               overwrite=args.overwrite, text_slot=args.text_slot, chart_slot=args.chart_slot,
                               number_images=args.number_images, letter_images=args.letter_images,
-                              chart_images=args.chart_images)
+                              chart_images=args.chart_images, shape_images=args.shape_images)
     counts = {split: info["records"] for split, info in manifest["splits"].items()}
     print(f"wrote {json.dumps(counts)} to {args.out_dir} in {time.perf_counter() - start:.1f}s")
     if args.check:

@@ -392,7 +392,8 @@ def _check_file(path: str, root: str, signatures: set, digests: set, report: Che
 def check_suite(out_dir: str | os.PathLike, splits: Iterable[str] | None = None, pixels: bool = True,
                 limit: int | None = None) -> CheckReport:
     """Check every record (or the first ``limit`` per split and file) and the disjointness of all splits; the
-    train split includes its extra reading streams (``number_images``, ``letter_images``, ``chart_images``)."""
+    train split includes its extra streams (``number_images``, ``letter_images``, ``chart_images``,
+    ``shape_images``)."""
     out_dir = os.fspath(out_dir)
     with open(os.path.join(out_dir, "manifest.json"), encoding="utf-8") as handle:
         manifest = json.load(handle)
@@ -404,7 +405,7 @@ def check_suite(out_dir: str | os.PathLike, splits: Iterable[str] | None = None,
         signatures[split], digests[split] = set(), set()
         files = [(os.path.join(out_dir, f"{split}.jsonl"), out_dir)]
         for stream, argument in (("ocr-numbers", "number_images"), ("ocr-letters", "letter_images"),
-                                 ("charts-read", "chart_images")):
+                                 ("charts-read", "chart_images"), ("shapes-more", "shape_images")):
             if split == "train" and manifest.get(argument):  # the train-only reading streams (writer)
                 families = os.path.join(out_dir, "families")
                 files.append((os.path.join(families, f"train-{stream}.jsonl"), families))

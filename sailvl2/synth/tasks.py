@@ -23,8 +23,8 @@ from ..answers import format_box
 from .charts import ChartScene, TableScene
 from .scene import COLOURS, KINDS, Shape, ShapeScene, TextScene, plural, position_name
 
-__all__ = ["QA", "chart_qas", "grounding_qas", "multi_image_qas", "ocr_qas", "shapes_qas", "table_qas",
-           "unique_shapes"]
+__all__ = ["QA", "chart_qas", "count_qa", "grounding_qas", "multi_image_qas", "ocr_qas", "several_count_qa",
+           "shapes_qas", "table_qas", "unique_shapes"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,20 @@ _RELATIONS = {
 _AXIS = {"left of": "col", "right of": "col", "above": "row", "below": "row"}
 
 
+def count_qa(scene: ShapeScene, attribute: str, value: str) -> QA:
+    """"How many {value} shapes are there?" (attribute "colour") or "How many {value}s are there?" ("kind")."""
+    counted = [s for s in scene.shapes if getattr(s, attribute) == value]
+    question = f"How many {value} shapes are there?" if attribute == "colour" else \
+        f"How many {plural(value, 2)} are there?"
+    return _direct(f"shapes/count_{attribute}", question, str(len(counted)), _counted_boxes(counted))
+
+
+def several_count_qa(scene: ShapeScene, rng: random.Random, attribute: str) -> QA | None:
+    """A count of a colour or kind (``attribute``) the scene holds two or more of, or None if it holds none."""
+    several = sorted(v for v, n in Counter(getattr(s, attribute) for s in scene.shapes).items() if n >= 2)
+    return count_qa(scene, attribute, rng.choice(several)) if several else None
+
+
 def shapes_qas(scene: ShapeScene, rng: random.Random) -> list[QA]:
     shapes = scene.shapes
     qas = []
@@ -85,13 +99,11 @@ def shapes_qas(scene: ShapeScene, rng: random.Random) -> list[QA]:
     colours = Counter(s.colour for s in shapes)
     # Mostly kinds that are present, sometimes any kind, so "0" is a possible count.
     kind = rng.choice(tuple(kinds)) if rng.random() < 0.7 else rng.choice(KINDS)
-    qas.append(_direct("shapes/count_kind", f"How many {plural(kind, 2)} are there?", str(kinds[kind]),
-                       _counted_boxes([s for s in shapes if s.kind == kind])))
+    qas.append(count_qa(scene, "kind", kind))
     qas.append(_direct("shapes/count_all", "How many shapes are there?", str(len(shapes)),
                        _counted_boxes(list(shapes))))
     colour = rng.choice(tuple(colours)) if rng.random() < 0.7 else rng.choice(tuple(COLOURS))
-    qas.append(_direct("shapes/count_colour", f"How many {colour} shapes are there?", str(colours[colour]),
-                       _counted_boxes([s for s in shapes if s.colour == colour])))
+    qas.append(count_qa(scene, "colour", colour))
     lone_kinds = [k for k in kinds if kinds[k] == 1]
     if lone_kinds:
         kind = rng.choice(lone_kinds)

@@ -31,7 +31,9 @@ from .captions import caption_qas
 from .charts import sample_chart_scene, sample_table_scene
 from .reasoning import reasoning_qas
 from .scene import sample_focus_shape_scene, sample_letter_scene, sample_shape_scene, sample_text_scene
-from .tasks import QA, chart_qas, grounding_qas, multi_image_qas, ocr_qas, shapes_qas, table_qas, unique_shapes
+from .mixtures import SPATIAL_TASKS, write_mixtures
+from .tasks import (QA, chart_qas, grounding_qas, multi_image_qas, ocr_qas, several_count_qa, shapes_qas, table_qas,
+                    unique_shapes)
 
 __all__ = ["CHART_READ_VERSION", "FAMILIES", "FOCUS_VERSION", "GENERATOR_VERSION", "SPLIT_BUCKETS", "Item",
            "generate_suite", "plan_item", "split_of"]
@@ -199,7 +201,32 @@ def plan_chart_read_item(seed: int, index: int, size: tuple[int, int] = (224, 22
     return Item("train", index, "charts", (scene,), (rng.choice(picked),))
 
 
-# The train-only reading streams: stream -> (image folder and id infix, planner, generate_suite argument).
+# The extra shapes stream's questions: the counts and the spatial questions, which the suite's ~1900 training
+# shape dialogues ask too rarely for the nano model (~460 relation and ~240 which questions; docs/nano-sessions.md,
+# session 21). Half the time a colour or kind count asks about one the scene holds two or more of: three in four
+# of the suite's own count questions find none or one, and the model answered "1" for twos (session 18).
+SHAPE_STREAM_TASKS = ("shapes/count_all", "shapes/count_colour", "shapes/count_kind", "shapes/relation",
+                      "shapes/which")
+SHAPE_STREAM_SEVERAL = 0.5
+
+
+def plan_shape_item(seed: int, index: int, size: tuple[int, int] = (224, 224), text_slot: int = 0,
+                    chart_slot: int = 0) -> Item:
+    """Item ``index`` of the train split's extra shapes stream (``generate_suite(shape_images=...)``): a shape
+    scene the train split owns, asked up to three of ``SHAPE_STREAM_TASKS`` in random order (the writer also
+    joins them into one dialogue, the form the mixtures draw)."""
+    rng = random.Random(f"sailvl2.synth:{GENERATOR_VERSION}:{seed}:shapes-more:{index}")
+    scene = _draw(rng, "train", lambda r: sample_shape_scene(r, *size))
+    qas = {qa.task: qa for qa in shapes_qas(scene, rng) if qa.task in SHAPE_STREAM_TASKS}
+    for attribute in ("colour", "kind"):
+        several = several_count_qa(scene, rng, attribute)
+        if several is not None and rng.random() < SHAPE_STREAM_SEVERAL:
+            qas[several.task] = several
+    return Item("train", index, "shapes", (scene,), tuple(rng.sample(list(qas.values()), min(3, len(qas)))))
+
+
+# The train-only streams: stream -> (image folder and id infix, planner, generate_suite argument). A stream whose
+# items ask several questions is also written as dialogues (`{stream}-dialogues`), which the mixtures draw.
 # Neither is in train.jsonl, so the held-out splits do not change with them (docs/nano-sessions.md, sessions 11-12).
 _EXTRA_STREAMS: dict[str, tuple[str, Callable[..., Item], str]] = {
     "ocr-numbers": ("numbers", plan_number_item, "number_images"),
@@ -207,7 +234,9 @@ _EXTRA_STREAMS: dict[str, tuple[str, Callable[..., Item], str]] = {
     # Chart values and table cells: the suite holds ~300 of each, and the nano model read none of them even in
     # the slot layout (run 23, docs/nano-sessions.md, session 13).
     "charts-read": ("chart-reads", plan_chart_read_item, "chart_images"),
+    "shapes-more": ("shapes-more", plan_shape_item, "shape_images"),
 }
+_DIALOGUE_STREAMS = ("shapes-more",)
 
 
 def _image_paths(item: Item, folder: str | None = None) -> list[str]:
@@ -270,51 +299,6 @@ def dialogues(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return merged
 
 
-# The question-answer streams of multi-task training and SFT. No captions: training on caption texts, before
-# or mixed into multi-task training, broke the nano model's read-out of one shape's attributes (docs/nano-sessions.md,
-# session 6); the `captions` mixture stays available.
-_QA_STREAMS = ["shapes-dialogues", "ocr-dialogues", "charts-dialogues", "grounding-dialogues",
-               "multi_image-dialogues", "reasoning"]
-# Mixtures for the ladder: (mixture name, [stream or (stream, repeat)]); cot streams get kind: cot.
-_MIXTURES: dict[str, list[str | tuple[str, float]]] = {
-    "captions": ["captions"],
-    # Grounding's and the charts' single-turn records besides their dialogues: a dialogue opens with locate
-    # (charts: with the value questions), so describe, chart type and table rows were never asked first in
-    # training, as every held-out question is. At 500 Muon steps, describe 38 % -> 78 % and boxes 25 % -> 43 %
-    # (docs/nano-sessions.md, session 10).
-    # `ocr-numbers`, `ocr-letters`: the extra reading images (generate_suite(number_images=...,
-    # letter_images=...)); absent when there are none. Grounding is drawn twice and the numbers at half their
-    # count: the reading streams took draws from grounding, and its boxes fell (run 21, 60.5 %;
-    # docs/nano-sessions.md, sessions 11-12). The letter strings at 1.5, with 2100 multi-task steps:
-    # at 1800 steps they cost boxes and position (run 25); at 2100, words 86 % after the stage (run 27, session 14).
-    "multitask": ["shapes-dialogues", "ocr-dialogues", "charts-dialogues", ("grounding-dialogues", 2),
-                  "multi_image-dialogues", "reasoning", ("grounding", 2), "charts", ("ocr-numbers", 0.5),
-                  ("ocr-letters", 1.5), ("charts-read", 0.5)],
-    # The multitask mixture with the spatial questions drawn 3x more often (the `spatial` stream) and
-    # grounding's single-turn records besides its dialogues. On shapes alone it lifts position from 6 % to
-    # 74 %; in the full ladder (run 13) it trades other shape tasks for place, so the ladder does not use it
-    # (docs/nano-sessions.md, session 8).
-    "multitask-spatial": [*_QA_STREAMS, ("spatial", 3), "grounding", "charts"],
-    # A quarter of the number and chart read-out images per epoch keeps reading trained through SFT; the letter
-    # strings whole, with the SFT and LongCoT recipes' steps raised by a quarter so the other streams keep their
-    # draws: held-out words 46-50 % -> 63 % over two seeds, boxes and counts kept (runs 45-48, session 19).
-    # Grounding's single-turn records too, as in the multi-task stage: without them boxes fell from 95 % to
-    # 87 % through SFT and LongCoT (run 24, docs/nano-sessions.md, session 14).
-    "sft": [*_QA_STREAMS, "grounding", ("ocr-numbers", 0.25), "ocr-letters", ("charts-read", 0.25)],
-    # LongCoT SFT replays the direct perception dialogues: without them the run-8 LongCoT stage lost 4 points
-    # of held-out perception that SFT had reached (docs/nano-sessions.md). It replays the reading streams too
-    # (the letter strings whole, as in SFT): without them run 22's LongCoT stage read 38 % of the held-out
-    # words, SFT 57 % (session 12).
-    "cot": ["reasoning-cot", "reasoning", "shapes-dialogues", "ocr-dialogues", "charts-dialogues",
-            "grounding-dialogues", "multi_image-dialogues", "grounding", ("ocr-numbers", 0.25),
-            "ocr-letters", ("charts-read", 0.25)],
-    "focus": ["focus"],
-}
-# Questions whose answer names or uses a place in the image: the `spatial` stream holds their single-turn
-# training records (a subset of the shapes stream), for the mixtures to draw more often.
-SPATIAL_TASKS = ("shapes/position", "shapes/which", "shapes/relation")
-
-
 def _dump(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False)
 
@@ -323,7 +307,8 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
                    families: Iterable[str] | Mapping[str, int] | None = None, *,
                    image_size: int | tuple[int, int] = 224, workers: int | None = None, cot_suffix: bool = True,
                    overwrite: bool = False, text_slot: int = 0, number_images: int = 0,
-                   letter_images: int = 0, chart_slot: int = 0, chart_images: int = 0) -> dict[str, Any]:
+                   letter_images: int = 0, chart_slot: int = 0, chart_images: int = 0,
+                   shape_images: int = 0) -> dict[str, Any]:
     """Generate the suite into ``out_dir`` and return its manifest (also written to ``manifest.json``).
 
     ``sizes`` maps split names (``train``, ``val``, ``test``) to numbers of records; ``families`` picks
@@ -342,12 +327,16 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
     ``images/letters/``): held-out words are never training words, so reading them means spelling.
     ``chart_images`` > 0 likewise adds charts and tables asked for one value or cell, or which category or row
     is largest (stream ``charts-read``, ``images/chart-reads/``; drawn like the numbers).
+    ``shape_images`` > 0 likewise adds shape scenes asked up to three counts and spatial questions (stream
+    ``shapes-more``, ``images/shapes-more/``), and their dialogues (``shapes-more-dialogues``), which the multi-task
+    mixture draws at half and the SFT and LongCoT mixtures at a quarter.
     """
     sizes = dict(sizes or {"train": 2000, "val": 200, "test": 200})
     unknown = sorted(set(sizes) - set(SPLIT_BUCKETS))
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; expected some of {list(SPLIT_BUCKETS)}")
-    extra_counts = {"ocr-numbers": number_images, "ocr-letters": letter_images, "charts-read": chart_images}
+    extra_counts = {"ocr-numbers": number_images, "ocr-letters": letter_images, "charts-read": chart_images,
+                    "shapes-more": shape_images}
     for stream, count in extra_counts.items():
         argument = _EXTRA_STREAMS[stream][2]
         if count < 0:
@@ -397,10 +386,14 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
             (out / "images" / folder).mkdir(parents=True, exist_ok=True)
         for index in range(count):
             item = planner(seed, index, size, text_slot, chart_slot)
-            extra.setdefault(stream, []).append(_record(item, 0, item.qas[0], folder=folder))
+            extra.setdefault(stream, []).extend(_record(item, n, qa, folder) for n, qa in enumerate(item.qas))
             jobs += [(str(out / p), s) for p, s in zip(_image_paths(item, folder), item.scenes)]
     _render(jobs, workers)
     for stream, rows in extra.items():
+        _write_jsonl(out / "families" / f"train-{stream}.jsonl", rows, "../")
+    extra_dialogues = {f"{stream}-dialogues": dialogues(rows) for stream, rows in extra.items()
+                       if stream in _DIALOGUE_STREAMS}
+    for stream, rows in extra_dialogues.items():
         _write_jsonl(out / "families" / f"train-{stream}.jsonl", rows, "../")
     for split, rows in records.items():
         _write_jsonl(out / f"{split}.jsonl", rows, "")
@@ -421,9 +414,9 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
                 _write_jsonl(out / "families" / f"{split}-spatial.jsonl", spatial, "../")
                 manifest_splits[split]["spatial_stream"] = len(spatial)
     train = manifest_splits.get("train", {})
-    mixtures = _write_mixtures(out, {**train.get("streams", {}), **train.get("dialogue_streams", {}),
+    mixtures = write_mixtures(out, {**train.get("streams", {}), **train.get("dialogue_streams", {}),
                                      "spatial": train.get("spatial_stream", 0),
-                                     **{stream: len(rows) for stream, rows in extra.items()}})
+                                     **{stream: len(rows) for stream, rows in {**extra, **extra_dialogues}.items()}})
     manifest = {"generator": "sailvl2.synth", "version": GENERATOR_VERSION, "seed": seed,
                 "image_size": list(size), "families": weights, "cot_suffix": cot_suffix,
                 "split_buckets": {k: list(v) for k, v in SPLIT_BUCKETS.items() if k in sizes},
@@ -432,8 +425,8 @@ def generate_suite(out_dir: str | os.PathLike, seed: int = 0, sizes: Mapping[str
         manifest["text_slot"] = text_slot
     if chart_slot:  # likewise
         manifest["chart_slot"] = chart_slot
-    for stream, rows in extra.items():  # likewise
-        manifest[_EXTRA_STREAMS[stream][2]] = len(rows)
+    for stream in extra:  # likewise
+        manifest[_EXTRA_STREAMS[stream][2]] = extra_counts[stream]
     if "charts-read" in extra:
         manifest["chart_read_version"] = CHART_READ_VERSION
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -476,31 +469,3 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]], prefix: str) -> None:
                 image = row["image"]
                 row = dict(row, image=prefix + image if isinstance(image, str) else [prefix + p for p in image])
             handle.write(_dump(row) + "\n")
-
-
-def _write_mixtures(out: Path, streams: Mapping[str, int]) -> dict[str, list[str]]:
-    """``mixtures/*.yaml`` over the train streams that exist (JSON-quoted strings are valid YAML)."""
-    written: dict[str, list[str]] = {}
-    if not streams:
-        return written
-    folder = out / "mixtures"
-    folder.mkdir(parents=True, exist_ok=True)
-    every = {"all": ["*"]}
-    for name, wanted in {**_MIXTURES, **every}.items():
-        lines = ["# Generated by sailvl2.synth; paths are relative to this file.", "datasets:"]
-        if wanted == ["*"]:
-            lines.append('  - {name: all, path: "../train.jsonl", max_num: 1}')
-            used = ["all"]
-        else:
-            entries = [(entry, 1) if isinstance(entry, str) else entry for entry in wanted]
-            entries = [(stream, repeat) for stream, repeat in entries if streams.get(stream)]
-            used = [stream for stream, _ in entries]
-            for stream, repeat in entries:
-                kind = ", kind: cot" if stream.endswith("-cot") else ""
-                times = f", repeat: {repeat}" if repeat != 1 else ""
-                lines.append(f'  - {{name: {json.dumps(stream)}, path: "../families/train-{stream}.jsonl", '
-                             f"max_num: 1{kind}{times}}}")
-        if used:
-            (folder / f"{name}.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-            written[name] = used
-    return written
