@@ -63,9 +63,14 @@ def test_focus_config_and_record_errors() -> None:
     assert tagged.focus == (((0, 1, 2, 30, 40, 1),),)  # a subject index (training/focus.py)
     count = parse_record({**base, "focus": [[[0, 1, 2, 30, 40], [0]]]}, source="t", fallback_id="x")
     assert count.focus == (((0, 1, 2, 30, 40), (0,)),)  # the image's start token: a count's sink
+    sink = parse_record({**base, "focus": [[[0, 1, 2, 30, 40, 0], [0, 2]]]}, source="t", fallback_id="x")
+    assert sink.focus == (((0, 1, 2, 30, 40, 0), (0, 2)),)  # the start token as subject 2's target
+    for bad_pairs in (((1, -1),), ((1,),), ((1, 0.5),), (3,)):
+        with pytest.raises(ConfigError, match="subject_heads"):
+            FocusConfig(weight=1, subject_heads=bad_pairs)
     for bad in ([[[0, 1, 2, 30]]], [[[0, 50, 2, 30, 40]]], [[[0, 1, 2, 30, 4000]]], {"a": 1}, [["box"]],
                 [[[0, 1, 2, 30, 40, -1]]], [[[0, 1, 2, 30, 40, 0.5]]], [[[0, 1, 2, 30, 40, 1, 2]]],
-                [[[-1]]], [[[0.5]]], [[[True]]], [[["0"]]]):
+                [[[-1]]], [[[0.5]]], [[[True]]], [[["0"]]], [[[0, -2]]], [[[0, 1.5]]], [[[0, True]]]):
         with pytest.raises(DataError, match="focus"):
             parse_record({**base, "focus": bad}, source="t", fallback_id="x")
 
@@ -321,6 +326,7 @@ def test_subject_tagged_boxes_supervise_one_head_each(nano, tmp_path) -> None:
     red, blue = [0, 60, 60, 298, 298], [0, 714, 714, 952, 952]
     tagged = encoder.encode(turns, images=[str(path)], focus=[[red + [0], blue + [1]]], sample_id="tagged")
     untagged = encoder.encode(turns, images=[str(path)], focus=[[red, blue]], sample_id="untagged")
+    swapped = encoder.encode(turns, images=[str(path)], focus=[[red + [1], blue + [0]]], sample_id="swapped")
     image_positions = (tagged.input_ids == model.config.image_token_id).nonzero().flatten().tolist()
     # One query, two items: subject 0 -> the red square's token, subject 1 -> the blue one's, half the share each.
     assert [(targets, subject, share) for _, targets, subject, _, share in tagged.focus] == [
@@ -333,7 +339,7 @@ def test_subject_tagged_boxes_supervise_one_head_each(nano, tmp_path) -> None:
     focus = FocusSupervision(model, FocusConfig(weight=1.0, layers=(LAYER,), heads=heads))
     try:
         losses = []
-        for sample in (tagged, untagged):
+        for sample in (tagged, untagged, swapped):
             row = pack_row([sample], processor.pad_token_id)
             focus.arm(row.focus, 1.0)
             _training_forward(model, row)
@@ -353,8 +359,12 @@ def test_subject_tagged_boxes_supervise_one_head_each(nano, tmp_path) -> None:
     expected_untagged = sum(-weights[head, query, [red_token, blue_token]].sum().log() for head in heads) / 2
     assert losses[0] == pytest.approx(float(expected_tagged), rel=1e-4, abs=FP32_LOG_ABS)
     assert losses[1] == pytest.approx(float(expected_untagged), rel=1e-4, abs=FP32_LOG_ABS)
-    assert abs(losses[0] - losses[1]) > 1e-3
-    assert focus.last_loss == pytest.approx(sum(losses) / 2, rel=1e-4, abs=FP32_LOG_ABS)  # one reply each
+    # The tags pick the heads: each head held to the other square gives another loss (a model trained with tagged
+    # pairs may put both heads where the tags say, and then tagged and untagged losses nearly agree).
+    expected_swapped = (-weights[heads[0], query, blue_token].log() - weights[heads[1], query, red_token].log()) / 2
+    assert losses[2] == pytest.approx(float(expected_swapped), rel=1e-4, abs=FP32_LOG_ABS)
+    assert abs(losses[2] - losses[0]) > 1e-3
+    assert focus.last_loss == pytest.approx(sum(losses[:2]) / 2, rel=1e-4, abs=FP32_LOG_ABS)  # one reply each
 
 
 def test_a_count_spreads_its_loss_over_the_counted_tokens_and_the_image_start(nano, tmp_path) -> None:
@@ -399,3 +409,50 @@ def test_a_count_spreads_its_loss_over_the_counted_tokens_and_the_image_start(na
                                       abs=FP32_LOG_ABS)
     assert packed_loss_value == pytest.approx(sum(losses) / 2, rel=1e-4, abs=FP32_LOG_ABS)
 
+
+
+def test_subject_heads_supervise_a_later_layer_and_a_tagged_sink(nano, tmp_path) -> None:
+    """focus.subject_heads maps subject k to one (layer, head), hooking that layer too; `[image_index, subject]`
+    is the image's start token as that subject's target. The loss of each hooked layer is its supervised heads'
+    mean of -log(eager attention on their own targets), and the row's loss the mean over the layers."""
+    model, processor = nano
+    image = Image.new("RGB", (168, 168), (255, 255, 255))
+    image.paste((220, 30, 30), (10, 10, 50, 50))
+    image.paste((30, 30, 220), (120, 120, 160, 160))
+    path = tmp_path / "two.png"
+    image.save(path)
+    encoder = ConversationEncoder(processor, max_num=1)
+    turns = [{"from": "human", "value": "<image>\nIs the red square below the blue square?"},
+             {"from": "gpt", "value": "no"}]
+    red, blue = [0, 60, 60, 298, 298], [0, 714, 714, 952, 952]
+    sample = encoder.encode(turns, images=[str(path)], focus=[[red + [0], blue + [1], [0, 2]]], sample_id="rel")
+    image_positions = (sample.input_ids == model.config.image_token_id).nonzero().flatten().tolist()
+    start = image_positions[0] - 1
+    assert int(sample.input_ids[start]) == processor.image_start_token_id
+    assert [(targets, subject) for _, targets, subject, _, _ in sample.focus] == [
+        ([image_positions[0]], 0), ([image_positions[8]], 1), ([start], 2)]
+    later = 2
+    config = FocusConfig(weight=1.0, layers=(LAYER,), heads=(0, 2), subject_heads=((LAYER, 0), (LAYER, 2), (later, 1)))
+    focus = FocusSupervision(model, config)
+    try:
+        focus.arm(pack_row([sample], processor.pad_token_id).focus, 1.0)
+        _training_forward(model, pack_row([sample], processor.pad_token_id))
+        focus.disarm()
+        loss = focus.last_loss
+    finally:
+        focus.remove()
+    previous = model.language_model.config._attn_implementation
+    model.language_model.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            embeds = model.embed_inputs(sample.input_ids[None], sample.pixel_values)
+            attentions = model.language_model.model(inputs_embeds=embeds, output_attentions=True).attentions
+    finally:
+        model.language_model.config._attn_implementation = previous
+    query = sample.focus[0][0]
+    first = (-attentions[LAYER][0, 0, query, image_positions[0]].log()
+             - attentions[LAYER][0, 2, query, image_positions[8]].log()) / 2
+    second = -attentions[later][0, 1, query, start].log()
+    assert loss == pytest.approx(float(first + second) / 2, rel=1e-4, abs=FP32_LOG_ABS)
+    with pytest.raises(InputError, match="subject >= 0"):
+        encoder.encode(turns, images=[str(path)], focus=[[[0, -1]]])

@@ -271,11 +271,28 @@ def test_checker_rejects_wrong_focus_boxes(suite: Path) -> None:
         step = 333 if x2 + 333 <= 1000 else -333
         shifted["focus"][0][0] = [index, x1 + step, y1, x2 + step, y2, *tag]
         assert check_record(shifted, suite)
-        tagged = json.loads(json.dumps(record))  # shape boxes carry no subject tag (only chart pairs do)
+        tagged = json.loads(json.dumps(record))  # a subject tag where there is none, or a second one
         tagged["focus"][0][0].append(0)
         assert check_record(tagged, suite)
         checked += 1
     assert checked >= 40 and sinks >= 5
+    # A spatial question's second lookup (subject 2): for a relation, B when it holds, else the start token; for
+    # which, the answer shape. Pointing it at the other target, or leaving it out, is caught.
+    spatial = [r for r in _records(suite / "val.jsonl") + _records(suite / "test.jsonl")
+               if r["task"] in ("shapes/relation", "shapes/which")]
+    answers = {r["answer"] for r in spatial if r["task"] == "shapes/relation"}
+    assert answers == {"yes", "no"} and any(r["task"] == "shapes/which" for r in spatial)
+    for record in spatial:
+        boxes = record["focus"][0]
+        assert check_record(record, suite) == [] and boxes[-1][-1] == 2
+        if record["task"] == "shapes/relation":
+            assert (boxes[2] == [0, 2]) == (record["answer"] == "no")
+            flipped = json.loads(json.dumps(record))
+            flipped["focus"][0][2] = [*boxes[1][:5], 2] if record["answer"] == "no" else [0, 2]
+            assert check_record(flipped, suite)
+        missing = json.loads(json.dumps(record))
+        missing["focus"][0] = boxes[:-1]
+        assert check_record(missing, suite)
     # Records without subjects carry no boxes.
     assert not any(r.get("focus") for r in _records(suite / "val.jsonl")
                    if r["task"].split("/")[0] in ("captions", "charts", "reasoning"))

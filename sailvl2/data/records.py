@@ -207,9 +207,10 @@ def _parse_focus(value: Any) -> tuple[tuple[tuple[float, ...], ...], ...] | None
             raise DataError(f"'focus' must be a list (per gpt turn) of lists of boxes, got {value!r:.80}")
         boxes = []
         for box in entry:
-            if (isinstance(box, Sequence) and len(box) == 1 and isinstance(box[0], int)
-                    and not isinstance(box[0], bool) and box[0] >= 0):
-                boxes.append((box[0],))  # the image's start token: a count's sink (training/focus.py)
+            if (isinstance(box, Sequence) and len(box) in (1, 2)
+                    and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in box)):
+                # the image's start token: a count's sink, or with a subject that subject's target (training/focus.py)
+                boxes.append(tuple(box))
                 continue
             if (not isinstance(box, Sequence) or isinstance(box, (str, bytes)) or len(box) not in (5, 6)
                     or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
@@ -217,7 +218,8 @@ def _parse_focus(value: Any) -> tuple[tuple[tuple[float, ...], ...], ...] | None
                     or (len(box) == 6 and (box[5] < 0 or box[5] != int(box[5])))):
                 raise DataError(f"a focus box must be [image_index, x1, y1, x2, y2] with 0 <= x1 <= x2 <= 1000 "
                                 f"and 0 <= y1 <= y2 <= 1000, optionally followed by a subject (an integer >= 0), "
-                                f"or [image_index] alone (a count's sink; training/focus.py), got {box!r:.80}")
+                                f"or [image_index] alone (a count's sink; training/focus.py) or [image_index, "
+                                f"subject], got {box!r:.80}")
             boxes.append(tuple(box))
         turns.append(tuple(boxes))
     return tuple(turns)

@@ -32,9 +32,9 @@ MAX_BYTES = 25 * 1024 * 1024
 NUM_HELDOUT = 240
 # One example per task group, in this order, for `make demo` (the suite's task names start with these). No
 # warm-up (`focus/`) questions: that family is not in the ladder's training mixtures (docs/nano.md, Status).
-EXAMPLE_TASKS = ("shapes/colour", "shapes/count_all", "shapes/position", "shapes/kind", "shapes/which", "ocr/word",
-                 "ocr/number", "charts/type", "charts/value", "reasoning/table_row", "grounding/locate",
-                 "reasoning/count_sum", "multi_image/")
+EXAMPLE_TASKS = ("shapes/colour", "shapes/count_all", "shapes/position", "shapes/kind", "shapes/which",
+                 "shapes/relation", "ocr/word", "ocr/number", "charts/type", "charts/value", "reasoning/table_row",
+                 "grounding/locate", "reasoning/count_sum", "multi_image/")
 _MODEL_FILES = ("config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
                 "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt")
 

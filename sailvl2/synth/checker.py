@@ -315,6 +315,37 @@ def _focus_subjects(task: str, q: str, scenes: list[dict[str, Any]]) -> list[tup
 
 
 _COUNTED = ("shapes/count_all", "shapes/count_kind", "shapes/count_colour", "shapes/exists")
+# The subject of a spatial question's second lookup (restated here, not imported from the generator).
+_SECOND_LOOKUP = 2
+
+
+def _key(shape: dict[str, Any]) -> tuple[int, int]:
+    return shape["row"], shape["col"]
+
+
+def _shape_in(box: list[Any], scenes: list[dict[str, Any]]) -> dict[str, Any]:
+    index, x1, y1, x2, y2 = box[:5]
+    w, h = scenes[index]["width"], scenes[index]["height"]
+    inside = [s for s in scenes[index]["shapes"]
+              if x1 * w / 1000 <= s["cx"] <= x2 * w / 1000 and y1 * h / 1000 <= s["cy"] <= y2 * h / 1000]
+    expect(len(inside) == 1, f"focus box {[x1, y1, x2, y2]} holds {len(inside)} shape centres, not one")
+    return inside[0]
+
+
+def _check_relation_focus(q: str, scenes: list[dict[str, Any]], boxes: list[list[Any]]) -> None:
+    """"Is A <rel> B?": A tagged 0, B tagged 1, and the second lookup's subject on B when the relation holds (by
+    the shapes' pixel extents), else on the image's start token ([0, subject])."""
+    c1, k1, rel, c2, k2 = _match(r"Is the (\w+) (\w+) (left of|right of|above|below) the (\w+) (\w+)\?", q)
+    a, b = _named(scenes[0], c1, k1), _named(scenes[0], c2, k2)
+    expect(len(boxes) == 3 and [len(box) for box in boxes[:2]] == [6, 6] and [box[-1] for box in boxes] == [0, 1, 2],
+           f"relation focus must be A tagged 0, B tagged 1 and a third entry tagged {_SECOND_LOOKUP}, got {boxes}")
+    expect(_key(_shape_in(boxes[0], scenes)) == _key(a) and _key(_shape_in(boxes[1], scenes)) == _key(b),
+           f"relation focus boxes {boxes[:2]} are not A's and B's")
+    holds = _relation(rel, a, b)
+    third = list(boxes[2])
+    expect(third == [0, _SECOND_LOOKUP] if not holds else len(third) == 6 and _key(_shape_in(third, scenes)) == _key(b),
+           f"relation ({'holds' if holds else 'does not hold'}): the second lookup targets "
+           f"{'B' if holds else 'the start token [0, 2]'}, got {third}")
 
 
 def _check_focus(record: dict[str, Any], task: str, q: str, scenes: list[dict[str, Any]]) -> None:
@@ -341,6 +372,15 @@ def _check_focus(record: dict[str, Any], task: str, q: str, scenes: list[dict[st
     expect(sinks == ([[0]] if task in _COUNTED else []),
            f"{task}: focus sinks {sinks}; a shape count or existence question has [0] once, other questions none")
     boxes = [box for box in boxes if len(box) != 1]
+    if task == "shapes/relation":
+        _check_relation_focus(q, scenes, boxes)
+        return
+    if task == "shapes/which":  # the answer shape once more, as the second lookup's subject
+        second = [box for box in boxes if len(box) == 6]
+        expect(len(second) == 1 and second[0][5] == _SECOND_LOOKUP and len(subjects) == 2
+               and _key(_shape_in(second[0], scenes)) == _key(subjects[1][1]),
+               f"which: the answer shape tagged {_SECOND_LOOKUP} must follow the untagged boxes, got {boxes}")
+        boxes = [box for box in boxes if len(box) != 6]
     covered = []
     for box in boxes:
         expect(len(box) == 5, f"{task} focus boxes carry no subject tag")  # only chart pairs do (checker_charts)

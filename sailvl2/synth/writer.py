@@ -49,7 +49,9 @@ CHART_READ_VERSION = 2
 # row) tag each box with its subject (training/focus.py).
 # 3 (session 17): shape counts and existence questions list their image's start token, a count's sink
 # (synth/tasks.py, _counted_boxes).
-FOCUS_VERSION = 3
+# 4 (session 21): relation and which questions tag their second lookup (tasks.REGION_SUBJECT), and a relation that
+# does not hold lists the start token as that subject's target.
+FOCUS_VERSION = 4
 CHART_READ_COMPARE = 0.4
 # Relative frequency of each family's items, and how many subtasks one image serves at most.
 FAMILIES: dict[str, tuple[int, int]] = {
@@ -260,8 +262,8 @@ def _record(item: Item, number: int, qa: QA, folder: str | None = None) -> dict[
     if qa.focus:  # one entry per gpt turn: the boxes its answer depends on, 0-1000 (training/focus.py)
         size_of = lambda index: (item.scenes[index].width, item.scenes[index].height)  # noqa: E731
         # box[4:]: the subject, when tagged; an image index alone (a count's sink) stays as it is
-        record["focus"] = [[[index, *box_coordinates(box[:4], size_of(index)), *box[4:]] if box else [index]
-                            for index, *box in qa.focus]]
+        record["focus"] = [[[index, *box_coordinates(box[:4], size_of(index)), *box[4:]] if len(box) >= 4
+                            else [index, *box] for index, *box in qa.focus]]
     return record
 
 

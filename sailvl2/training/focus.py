@@ -30,6 +30,14 @@ A head held only to put its mass on the counted tokens outputs their mean whatev
 model answered "1" for two or three shapes of a colour (session 16); with sinks, counting by kind went from 67
 to 76 % and a zero count is read (session 17).
 
+With ``subject_heads`` (``[[layer, head], ...]``), subject k supervises exactly that head of that layer, and the
+layers named there are hooked as well. A spatial question needs two lookups: "Is A left of B?" finds A in layer 1,
+and only then can a head look where A's position and the relation word point. The nano suite tags that second
+lookup as subject 2 (B when the relation holds; else ``[image_index, 2]``, the image's start token as subject 2's
+target) and the nano recipes put it on layer 2's head 0: relation 45 -> 99 % and "which shape is left of ..."
+54 -> 96 % after the multi-task stage (session 21). The yes/no answer alone gave no signal to learn the comparison
+from: for each relation word, neither position alone tells the answer.
+
 It is not in the paper: the nano model (trained from scratch on a CPU) learns aggregate questions (counts) long
 before it learns to pick one image token by the question's attributes, and supervising one head's attention
 closes that gap (docs/nano-sessions.md, session 6). With ``weight: 0`` (the default) nothing is hooked and
@@ -64,10 +72,20 @@ class FocusConfig:
     layers: tuple[int, ...] = (1,)  # decoder layers whose heads are supervised
     heads: tuple[int, ...] = (0,)  # query heads supervised in each of those layers
     span: str = "first"  # which reply tokens' predictions are supervised: "first" or every token ("reply")
+    # Optional: subject k supervises exactly (layer, head) subject_heads[k] instead of the k-th of `heads` in every
+    # layer of `layers`; its layers are hooked too. Lets a question's second lookup (after a first head found its
+    # anchor) be supervised in a later layer.
+    subject_heads: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
         object.__setattr__(self, "heads", tuple(int(head) for head in self.heads))
+        pairs = [tuple(pair) if isinstance(pair, (list, tuple)) else (pair,) for pair in self.subject_heads]
+        if any(len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in pair)
+               for pair in pairs):
+            raise ConfigError(f"focus.subject_heads must be [layer, head] pairs of integers >= 0, got "
+                              f"{list(self.subject_heads)!r}")
+        object.__setattr__(self, "subject_heads", tuple((int(layer), int(head)) for layer, head in pairs))
         if self.weight < 0:
             raise ConfigError(f"focus.weight must be >= 0, got {self.weight}")
         if self.span not in ("first", "reply"):
@@ -145,7 +163,8 @@ class FocusSupervision:
         # Per supervised module: (loss, target probability) of the current row. Keyed by module because an
         # activation-checkpointed layer runs its hooks again when it is recomputed in backward.
         self._stats: dict[int, tuple[float, float]] = {}
-        for layer in config.layers:
+        self._layer_of: dict[int, int] = {}
+        for layer in sorted({*config.layers, *(layer for layer, _ in config.subject_heads)}):
             if not 0 <= layer < len(layers):
                 raise ConfigError(f"focus.layers has {layer}; the LLM has layers 0..{len(layers) - 1}")
             attention = layers[layer].self_attn
@@ -153,8 +172,10 @@ class FocusSupervision:
                 raise ConfigError(f"focus supervision needs Qwen-style attention (q_proj, k_proj, rotary "
                                   f"position_embeddings); layer {layer} has {type(attention).__name__}")
             heads = attention.config.num_attention_heads
-            if any(not 0 <= head < heads for head in config.heads):
-                raise ConfigError(f"focus.heads {list(config.heads)} out of range: the LLM has {heads} heads")
+            if any(not 0 <= head < heads for head in (*config.heads, *(h for _, h in config.subject_heads))):
+                raise ConfigError(f"focus.heads {list(config.heads)} or subject_heads {list(config.subject_heads)} out "
+                                  f"of range: the LLM has {heads} heads")
+            self._layer_of[id(attention)] = layer
             self._handles.append(attention.register_forward_pre_hook(self._pre_hook, with_kwargs=True))
             self._handles.append(attention.register_forward_hook(self._post_hook))
         self._pending: list[torch.Tensor] = []
@@ -177,6 +198,17 @@ class FocusSupervision:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+    def _factor(self, subject: int, layer: int, head: int) -> float:
+        """How much an item of this subject (-1: untagged) counts on this head of this layer. A tagged item
+        supervises one head (subject k -> subject_heads[k], else the k-th of `heads` in each of `layers`, modulo
+        their number) at len(heads) times its share, so a tagged reply weighs what an untagged one does."""
+        config, tagged = self.config, float(len(self.config.heads))
+        if subject < 0:
+            return 1.0 if layer in config.layers and head in config.heads else 0.0
+        if config.subject_heads:
+            return tagged * (config.subject_heads[subject % len(config.subject_heads)] == (layer, head))
+        return tagged * (layer in config.layers and config.heads[subject % len(config.heads)] == head)
 
     def _pre_hook(self, module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
         if not self._items or not torch.is_grad_enabled():
@@ -206,17 +238,14 @@ class FocusSupervision:
         groups = q.shape[1] // k.shape[1]  # grouped-query attention: query heads per key-value head
         total = hidden.new_zeros((), dtype=torch.float32)
         losses, probabilities = [], []
-        heads = self.config.heads
-        for slot, head in enumerate(heads):
-            # Items tagged with a subject supervise one head (subject k -> the k-th supervised head, modulo their
-            # number), at len(heads) times their share, so a tagged reply weighs what an untagged one does.
-            weights = shares
-            if any(subject >= 0 for subject in subjects):
-                weights = shares * torch.tensor(
-                    [1.0 if subject < 0 else float(len(heads)) * (subject % len(heads) == slot)
-                     for subject in subjects], device=hidden.device)
-                if not bool((weights > 0).any()):
-                    continue
+        layer = self._layer_of[id(module)]
+        supervised = list(self.config.heads) if layer in self.config.layers else []
+        supervised += [h for (at, h) in self.config.subject_heads if at == layer and h not in supervised]
+        for head in supervised:
+            weights = shares * torch.tensor([self._factor(subject, layer, head) for subject in subjects],
+                                            device=hidden.device)
+            if not bool((weights > 0).any()):
+                continue
             scores = (q[:, head].float() @ k[:, head // groups].float().T) * module.scaling
             log_probs = scores.masked_fill(~visible, float("-inf")).log_softmax(-1)
             mass = log_probs.masked_fill(~targets, float("-inf")).logsumexp(-1)  # log of the mass on the targets
@@ -232,6 +261,8 @@ class FocusSupervision:
             replies = float(weights.sum())
             losses.append(float(-(on_target.detach() * weights).sum()) / replies)
             probabilities.append(float((mass.detach().exp() * weights).sum()) / replies)
+        if not losses:  # no item of this row is supervised in this layer
+            return
         self._stats[id(module)] = (sum(losses) / len(losses), sum(probabilities) / len(probabilities))
         self._pending.append(total * (self._scale / len(self.config.heads) / len(self.config.layers)))
 

@@ -174,11 +174,17 @@ class ConversationEncoder:
                     positions.setdefault(None, set()).add(start)
                     spread = True
                     continue
+                if len(box) == 2 and 0 <= int(box[0]) < len(images) and int(box[1]) >= 0:
+                    # [image_index, subject]: the image's start token as a tagged target (e.g. "no" of a yes/no
+                    # question whose subject head otherwise finds a shape).
+                    positions.setdefault(int(box[1]), set()).add(spans[int(box[0])][0] - 1)
+                    continue
                 tagged = len(box) == 6
                 if len(box) not in (5, 6) or not 0 <= int(box[0]) < len(images) or (tagged and int(box[5]) < 0):
                     raise InputError(f"sample {sample.sample_id!r}: a focus box must be [image_index, x1, y1, x2, y2]"
-                                     f", [image_index, x1, y1, x2, y2, subject] or [image_index] with an index below "
-                                     f"{len(images)} and a subject >= 0, got {list(box)!r}")
+                                     f", [image_index, x1, y1, x2, y2, subject], [image_index] or [image_index, "
+                                     f"subject] with an index below {len(images)} and a subject >= 0, "
+                                     f"got {list(box)!r}")
                 tokens = box_token_positions(box[1:5], image_size_of(images[int(box[0])]),
                                              self.processor.image_config, budget, per_tile)
                 subject = int(box[5]) if tagged else None
