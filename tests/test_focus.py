@@ -310,16 +310,22 @@ def test_reply_span_loss_weighs_each_reply_once(nano, tmp_path) -> None:
         focus.remove()
 
 
+def _two_squares(tmp_path: Path) -> Path:
+    """A red square in the top-left cell and a blue one in the bottom-right cell (0-1000 boxes below)."""
+    image = Image.new("RGB", (168, 168), (255, 255, 255))
+    image.paste((220, 30, 30), (10, 10, 50, 50))
+    image.paste((30, 30, 220), (120, 120, 160, 160))
+    path = tmp_path / "two.png"
+    image.save(path)
+    return path
+
+
 def test_subject_tagged_boxes_supervise_one_head_each(nano, tmp_path) -> None:
     """Boxes tagged with a subject (a sixth number) supervise only the matching head: the loss is the mean over
     the heads of -log(that head's eager attention on its own subject's tokens); untagged boxes keep supervising
     every head; a tagged reply weighs as much as an untagged one in a packed row."""
     model, processor = nano
-    image = Image.new("RGB", (168, 168), (255, 255, 255))
-    image.paste((220, 30, 30), (10, 10, 50, 50))  # top-left cell
-    image.paste((30, 30, 220), (120, 120, 160, 160))  # bottom-right cell
-    path = tmp_path / "two.png"
-    image.save(path)
+    path = _two_squares(tmp_path)
     encoder = ConversationEncoder(processor, max_num=1)
     turns = [{"from": "human", "value": "<image>\nIs the red square left of the blue square?"},
              {"from": "gpt", "value": "yes"}]
@@ -416,11 +422,7 @@ def test_subject_heads_supervise_a_later_layer_and_a_tagged_sink(nano, tmp_path)
     is the image's start token as that subject's target. The loss of each hooked layer is its supervised heads'
     mean of -log(eager attention on their own targets), and the row's loss the mean over the layers."""
     model, processor = nano
-    image = Image.new("RGB", (168, 168), (255, 255, 255))
-    image.paste((220, 30, 30), (10, 10, 50, 50))
-    image.paste((30, 30, 220), (120, 120, 160, 160))
-    path = tmp_path / "two.png"
-    image.save(path)
+    path = _two_squares(tmp_path)
     encoder = ConversationEncoder(processor, max_num=1)
     turns = [{"from": "human", "value": "<image>\nIs the red square below the blue square?"},
              {"from": "gpt", "value": "no"}]
