@@ -310,14 +310,19 @@ def test_reply_span_loss_weighs_each_reply_once(nano, tmp_path) -> None:
         focus.remove()
 
 
-def _two_squares(tmp_path: Path) -> Path:
-    """A red square in the top-left cell and a blue one in the bottom-right cell (0-1000 boxes below)."""
+RED_BOX, BLUE_BOX = [0, 60, 60, 298, 298], [0, 714, 714, 952, 952]  # 0-1000, the squares of `_two_squares`
+
+
+def _two_squares(tmp_path: Path, relation: str, answer: str) -> tuple[Path, list[dict[str, str]]]:
+    """An image with a red square in the top-left cell and a blue one in the bottom-right cell, and the turns
+    "Is the red square <relation> the blue square?" -> ``answer``."""
     image = Image.new("RGB", (168, 168), (255, 255, 255))
     image.paste((220, 30, 30), (10, 10, 50, 50))
     image.paste((30, 30, 220), (120, 120, 160, 160))
     path = tmp_path / "two.png"
     image.save(path)
-    return path
+    return path, [{"from": "human", "value": f"<image>\nIs the red square {relation} the blue square?"},
+                  {"from": "gpt", "value": answer}]
 
 
 def test_subject_tagged_boxes_supervise_one_head_each(nano, tmp_path) -> None:
@@ -325,11 +330,9 @@ def test_subject_tagged_boxes_supervise_one_head_each(nano, tmp_path) -> None:
     the heads of -log(that head's eager attention on its own subject's tokens); untagged boxes keep supervising
     every head; a tagged reply weighs as much as an untagged one in a packed row."""
     model, processor = nano
-    path = _two_squares(tmp_path)
+    path, turns = _two_squares(tmp_path, "left of", "yes")
     encoder = ConversationEncoder(processor, max_num=1)
-    turns = [{"from": "human", "value": "<image>\nIs the red square left of the blue square?"},
-             {"from": "gpt", "value": "yes"}]
-    red, blue = [0, 60, 60, 298, 298], [0, 714, 714, 952, 952]
+    red, blue = RED_BOX, BLUE_BOX
     tagged = encoder.encode(turns, images=[str(path)], focus=[[red + [0], blue + [1]]], sample_id="tagged")
     untagged = encoder.encode(turns, images=[str(path)], focus=[[red, blue]], sample_id="untagged")
     swapped = encoder.encode(turns, images=[str(path)], focus=[[red + [1], blue + [0]]], sample_id="swapped")
@@ -422,11 +425,9 @@ def test_subject_heads_supervise_a_later_layer_and_a_tagged_sink(nano, tmp_path)
     is the image's start token as that subject's target. The loss of each hooked layer is its supervised heads'
     mean of -log(eager attention on their own targets), and the row's loss the mean over the layers."""
     model, processor = nano
-    path = _two_squares(tmp_path)
+    path, turns = _two_squares(tmp_path, "below", "no")
     encoder = ConversationEncoder(processor, max_num=1)
-    turns = [{"from": "human", "value": "<image>\nIs the red square below the blue square?"},
-             {"from": "gpt", "value": "no"}]
-    red, blue = [0, 60, 60, 298, 298], [0, 714, 714, 952, 952]
+    red, blue = RED_BOX, BLUE_BOX
     sample = encoder.encode(turns, images=[str(path)], focus=[[red + [0], blue + [1], [0, 2]]], sample_id="rel")
     image_positions = (sample.input_ids == model.config.image_token_id).nonzero().flatten().tolist()
     start = image_positions[0] - 1
