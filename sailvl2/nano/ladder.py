@@ -45,7 +45,7 @@ STAGES = (  # (stage, recipe, mixture file written by the suite generator)
     ("longcot", "nano_longcot", "cot"),
 )
 PRESETS: dict[str, dict[str, Any]] = {
-    # Run 56's settings (docs/nano-sessions.md, sessions 13-21): text, charts and tables one character per ViT
+    # Run 58's settings (docs/nano-sessions.md, sessions 13-21): text, charts and tables one character per ViT
     # patch; 8000 extra number, 8000 letter-string, 8000 chart read-out and 8000 shape-scene images (the
     # mixtures' weights are in synth/mixtures.py, the stages' steps in the nano_* recipes, focus boxes in
     # synth/tasks.py); the vision stage also learns each shape's box and its digits. The shipped model
@@ -91,7 +91,7 @@ def run_ladder(out_dir: str | Path = "runs/nano", preset: str = "full", seed: in
                chart_layout: str | None = None, chart_images: int | None = None,
                shape_images: int | None = None) -> dict[str, Any]:
     """Run the ladder into ``out_dir``; the suite settings left at None come from the preset (the full preset's
-    reproduce the shipped model, run 38). ``text_layout="slots"`` draws the suite's text one character per ViT
+    reproduce the shipped model, run 58). ``text_layout="slots"`` draws the suite's text one character per ViT
     patch and trains the dense stage's character head per patch (docs/nano-sessions.md, session 9).
     ``number_images`` > 0 adds that many number-reading images to the train split (the ``ocr-numbers`` stream of
     the multi-task and SFT mixtures; session 11), ``letter_images`` > 0 random letter strings likewise

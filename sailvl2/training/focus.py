@@ -35,7 +35,7 @@ layers named there are hooked as well. A spatial question needs two lookups: "Is
 and only then can a head look where A's position and the relation word point. The nano suite tags that second
 lookup as subject 2 (B when the relation holds; else ``[image_index, 2]``, the image's start token as subject 2's
 target) and the nano recipes put it on layer 2's head 0: relation 45 -> 99 % and "which shape is left of ..."
-54 -> 96 % after the multi-task stage (session 21). The yes/no answer alone gave no signal to learn the comparison
+62 -> 96 % after the multi-task stage (session 21). The yes/no answer alone gave no signal to learn the comparison
 from: for each relation word, neither position alone tells the answer.
 
 It is not in the paper: the nano model (trained from scratch on a CPU) learns aggregate questions (counts) long
