@@ -229,7 +229,7 @@ def plan_shape_item(seed: int, index: int, size: tuple[int, int] = (224, 224), t
 
 # The train-only streams: stream -> (image folder and id infix, planner, generate_suite argument). A stream whose
 # items ask several questions is also written as dialogues (`{stream}-dialogues`), which the mixtures draw.
-# Neither is in train.jsonl, so the held-out splits do not change with them (docs/nano-sessions.md, sessions 11-12).
+# None is in train.jsonl, so the held-out splits do not change with them (docs/nano-sessions.md, sessions 11-12).
 _EXTRA_STREAMS: dict[str, tuple[str, Callable[..., Item], str]] = {
     "ocr-numbers": ("numbers", plan_number_item, "number_images"),
     "ocr-letters": ("letters", plan_letter_item, "letter_images"),
@@ -261,7 +261,7 @@ def _record(item: Item, number: int, qa: QA, folder: str | None = None) -> dict[
               "kind": qa.kind, "task": qa.task, "answer": qa.answer, "scene": scene}
     if qa.focus:  # one entry per gpt turn: the boxes its answer depends on, 0-1000 (training/focus.py)
         size_of = lambda index: (item.scenes[index].width, item.scenes[index].height)  # noqa: E731
-        # box[4:]: the subject, when tagged; an image index alone (a count's sink) stays as it is
+        # box[4:]: the subject, when tagged; (image index,) (a count's sink) and (image index, subject) stay as they are
         record["focus"] = [[[index, *box_coordinates(box[:4], size_of(index)), *box[4:]] if len(box) >= 4
                             else [index, *box] for index, *box in qa.focus]]
     return record
