@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 from sailvl2.data.mixture import MixtureConfig
 from sailvl2.data.readers import iter_records
-from sailvl2.synth import generate_suite
+from sailvl2.synth import check_suite, generate_suite
+from sailvl2.synth.writer import SHAPE_STREAM_TASKS
 
 
 def _records(path: Path) -> list[dict]:
@@ -92,8 +96,6 @@ def test_spatial_stream_and_its_repeat_in_the_mixtures(tmp_path: Path) -> None:
 
 
 def _digests(root: Path) -> dict[str, str]:
-    import hashlib
-
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -103,11 +105,6 @@ def test_shape_images_add_a_train_only_dialogue_stream(tmp_path: Path) -> None:
     single-turn records (re-derived by the checker) and as their dialogues, which the mixtures draw; the counts
     ask about two or more of a colour or kind more often than the suite's own; byte-identical on regeneration,
     and the rest of the suite unchanged."""
-    import pytest
-
-    from sailvl2.synth import check_suite
-    from sailvl2.synth.writer import SHAPE_STREAM_TASKS
-
     sizes = {"train": 200, "test": 40}
     plain = tmp_path / "plain"
     generate_suite(plain, seed=4, sizes=sizes, families=["shapes", "ocr"], image_size=168, workers=1)
